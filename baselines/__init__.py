@@ -1,0 +1,2 @@
+"""Registered algorithms: one file each. Importing this package registers them all."""
+from . import finetune, maml, protonet  # noqa: F401

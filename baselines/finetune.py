@@ -1,0 +1,62 @@
+"""Baseline++ (Chen, Liu, Kira, Wang & Huang, "A Closer Look at Few-shot Classification", ICLR 2019).
+
+No meta-learning: pre-train a backbone with a cosine-similarity classifier over all meta-training
+classes, then for each test episode freeze the backbone and fit a new cosine classifier on the
+support features. The episode-wise fits are batched: B episodes are B independent heads trained
+together, which is exact because their losses share no parameters.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.algorithms import MetaLearner, register
+from benchmark.backbones import make_backbone
+
+
+def cosine_logits(features: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
+    return scale * F.normalize(features, dim=-1) @ F.normalize(weights, dim=-1).transpose(-1, -2)
+
+
+@register
+class BaselinePP(MetaLearner):
+    name = "finetune"
+    paper = "Chen et al., A Closer Look at Few-shot Classification (Baseline++), ICLR 2019"
+    training_data = "batches"
+    HPARAMS = {"lr": 1e-3, "batch_size": 128, "scale": 10.0, "ft_steps": 100, "ft_lr": 0.01,
+               "ft_weight_decay": 1e-3}
+
+    def __init__(self, task, **hp):
+        super().__init__(task, **hp)
+        self.encoder = make_backbone(self.hp["backbone"], task.channels, task.image_size)
+        self.classifier = nn.Parameter(torch.randn(task.n_train_classes, self.encoder.out_dim) * 0.01)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = cosine_logits(self.encoder(x), self.classifier, self.hp["scale"])
+        loss = F.cross_entropy(logits, y)
+        self.log_dict({"loss": loss, "acc": (logits.argmax(-1) == y).float().mean()}, prog_bar=True, on_step=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hp["lr"])
+
+    def predict(self, support_x, support_y, query_x, ways):
+        b, s = support_x.shape[:2]
+        with torch.no_grad():
+            z = self.encoder(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(b, -1, self.encoder.out_dim)
+        zs, zq = z[:, :s], z[:, s:]
+        w = torch.randn(b, ways, zs.shape[-1], device=zs.device) * 0.01
+        w.requires_grad_(True)
+        opt = torch.optim.SGD([w], lr=self.hp["ft_lr"], momentum=0.9, dampening=0.9,
+                              weight_decay=self.hp["ft_weight_decay"])
+        with torch.enable_grad():
+            for _ in range(self.hp["ft_steps"]):
+                opt.zero_grad(set_to_none=True)
+                logits = cosine_logits(zs, w, self.hp["scale"])
+                # summed over episodes so each head gets its own episode's mean-loss gradient
+                loss = F.cross_entropy(logits.flatten(0, 1), support_y.flatten(), reduction="sum") / s
+                loss.backward()
+                opt.step()
+        return cosine_logits(zq, w.detach(), self.hp["scale"])

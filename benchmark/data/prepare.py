@@ -1,0 +1,284 @@
+"""`bench data prepare`: an official archive becomes a Hugging Face `datasets` dataset on disk.
+
+Prepared datasets live in `<data dir>/<name>/` next to a manifest, `metabench.json`, that records the
+sha256 of every source file and of every Arrow file written. The manifest is written last and the
+folder is renamed into place only when complete, so an interrupted prepare leaves a hidden
+`.<name>.tmp-*` folder that nothing trusts (and the next prepare removes), never a half dataset.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import paths
+from ..registry import Registry
+
+PREPARE_VERSION = 1
+MANIFEST = "metabench.json"
+
+
+class DataError(RuntimeError):
+    """A problem with data that the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    files: tuple[str, ...]                 # what the source must hold (archives, folders, split files)
+    build: Callable[[dict[str, Path]], "object"]  # resolved files -> datasets.Dataset
+    urls: dict[str, str] = field(default_factory=dict)  # canonical downloads, by file name
+    columns: tuple[str, ...] = ("image", "label")
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """A file's sha256, or for a folder the sha256 of its sorted (relative path, file sha256) list."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _expected_sums(folder: Path) -> dict[str, str]:
+    """Checksums shipped beside the archives (a SHA256SUMS file, as ../shared/data has)."""
+    for candidate in (folder / "SHA256SUMS", folder.parent / "SHA256SUMS"):
+        if candidate.is_file():
+            sums = {}
+            for line in candidate.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2:
+                    sums[parts[1].lstrip("*")] = parts[0]
+            return {"__dir__": str(candidate.parent), **sums}
+    return {}
+
+
+def _verify_against_sums(path: Path, digest: str) -> None:
+    sums = _expected_sums(path.parent)
+    if not sums:
+        return
+    base = Path(sums.pop("__dir__"))
+    try:
+        rel = path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return
+    if rel in sums and sums[rel] != digest:
+        raise DataError(f"{path} is corrupt: its sha256 is {digest[:16]}..., but SHA256SUMS says "
+                        f"{sums[rel][:16]}.... Download it again (or restore it from the original).")
+
+
+def _download(url: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"could not download {url} ({e}). Without internet, point at a local copy "
+                        f"with --source PATH or the {paths.SOURCE_ENV} environment variable.") from None
+    os.replace(tmp, dest)
+    return dest
+
+
+def resolve_source(spec: DatasetSpec, source: str | os.PathLike | None, data_dir: Path) -> dict[str, Path]:
+    """Find every file the dataset needs: --source, then $BENCH_SOURCE_<NAME>, $BENCH_SOURCE, then download."""
+    env_specific = os.environ.get(paths.source_env_var(spec.name))
+    env_root = os.environ.get(paths.SOURCE_ENV)
+    origin = source or env_specific or env_root
+    if origin and str(origin).startswith(("http://", "https://")):
+        base = str(origin).rstrip("/")
+        return {f: _download(f"{base}/{f}", data_dir / "downloads" / spec.name / f) for f in spec.files}
+    if origin:
+        root = Path(origin).expanduser()
+        if not root.exists():
+            raise DataError(f"the source folder {root} does not exist (given by "
+                            f"{'--source' if source else 'the environment'}).")
+        found, missing = {}, []
+        for f in spec.files:
+            for cand in (root / f, root / spec.name / f, root / spec.name.replace("-", "") / f):
+                if cand.exists():
+                    found[f] = cand
+                    break
+            else:
+                missing.append(f)
+        if missing:
+            raise DataError(f"{spec.name}: {', '.join(missing)} not found in {root} or {root / spec.name}. "
+                            f"It needs: {', '.join(spec.files)}.")
+        return found
+    if not spec.urls:
+        raise DataError(f"{spec.name} has no public download; give the folder holding "
+                        f"{', '.join(spec.files)} with --source PATH or {paths.source_env_var(spec.name)}.")
+    return {f: _download(spec.urls[f], data_dir / "downloads" / spec.name / f) for f in spec.files}
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """Open an archive and check every member's CRC, so a truncated download fails here, clearly."""
+    try:
+        z = zipfile.ZipFile(path)
+        bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable zip archive ({e}). It is corrupt or truncated: "
+                        f"download it again.") from None
+    if bad is not None:
+        raise DataError(f"{path} is corrupt: member {bad} fails its CRC check. Download it again.")
+    return z
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    name: str
+    path: Path
+    manifest: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def dataset(self):
+        import datasets  # heavy; only needed when images must be decoded
+        return datasets.load_from_disk(str(self.path / "data"))
+
+
+def _manifest_path(folder: Path) -> Path:
+    return folder / MANIFEST
+
+
+def read_manifest(folder: Path) -> dict | None:
+    p = _manifest_path(folder)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+            force: bool = False, log: Callable[[str], None] = print) -> PreparedData:
+    spec = DATASETS.get(name)
+    root = paths.data_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    files = resolve_source(spec, source, root)
+    log(f"checking {len(files)} source file(s) for {name} ...")
+    source_sums = {}
+    for fname, p in files.items():
+        digest = sha256_tree(p)
+        if p.is_file():
+            _verify_against_sums(p, digest)
+            if p.suffix == ".zip":
+                open_zip(p).close()
+        source_sums[fname] = digest
+
+    existing = read_manifest(final)
+    if existing and not force and existing.get("source_sha256") == source_sums \
+            and existing.get("prepare_version") == PREPARE_VERSION:
+        log(f"{name} is already prepared at {final} (fingerprint {existing['fingerprint'][:12]}); nothing to do.")
+        return PreparedData(name, final, existing)
+
+    for stale in root.glob(f".{name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        t0 = time.time()
+        ds = spec.build(files)
+        missing_cols = [c for c in spec.columns if c not in ds.column_names]
+        if missing_cols:
+            raise DataError(f"builder for {name} produced no column(s) {missing_cols}")
+        if len(ds) == 0:
+            raise DataError(f"{name}: the source holds no images")
+        ds.save_to_disk(str(tmp / "data"))
+        arrow_sums = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                      for p in sorted(tmp.rglob("*")) if p.is_file()}
+        fingerprint = hashlib.sha256(json.dumps(arrow_sums, sort_keys=True).encode()).hexdigest()
+        labels = ds.unique("label")
+        manifest = {
+            "name": name, "prepare_version": PREPARE_VERSION, "fingerprint": fingerprint,
+            "rows": len(ds), "classes": len(labels), "columns": ds.column_names,
+            "source_sha256": source_sums, "files_sha256": arrow_sums,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _manifest_path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
+        if final.exists():
+            # Move the old copy aside first so a crash between the two renames loses nothing.
+            old = root / f".{name}.tmp-old-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        log(f"prepared {name}: {len(ds)} images, {len(labels)} classes -> {final} ({time.time() - t0:.1f}s)")
+        return PreparedData(name, final, manifest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_prepared(name_or_path: str, data_dir: str | os.PathLike | None = None) -> PreparedData:
+    """A prepared dataset by registered name, a local `save_to_disk` folder, or a Hugging Face hub id."""
+    root = paths.data_dir(data_dir)
+    candidate = Path(name_or_path).expanduser()
+    if name_or_path in DATASETS:
+        folder = root / name_or_path
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise DataError(f"dataset {name_or_path!r} is not prepared in {root}. Run: "
+                            f"bench data prepare {name_or_path} --source PATH "
+                            f"(or set {paths.SOURCE_ENV} to the folder holding the archives).")
+        return PreparedData(name_or_path, folder, manifest)
+    if candidate.exists():
+        manifest = read_manifest(candidate)
+        if manifest is not None:
+            return PreparedData(manifest["name"], candidate, manifest)
+        return _adopt_foreign(candidate.name, candidate, local=True)
+    if "/" in name_or_path:
+        return _adopt_foreign(name_or_path, name_or_path, local=False)
+    raise DataError(DATASETS.unknown_message(name_or_path))
+
+
+def _adopt_foreign(name: str, where, local: bool) -> PreparedData:
+    """A dataset someone else prepared (saved folder or hub id); its own fingerprint stands in for ours."""
+    import datasets
+    try:
+        ds = datasets.load_from_disk(str(where)) if local else datasets.load_dataset(where, split="train")
+    except Exception as e:  # datasets raises many types; the user needs the cause and the fix
+        raise DataError(f"could not load {where!r} as a dataset ({type(e).__name__}: {e}). Give a prepared "
+                        f"dataset name, a `save_to_disk` folder or a hub id with image and label columns.") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = datasets.concatenate_datasets(list(ds.values()))
+    for col in ("image", "label"):
+        if col not in ds.column_names:
+            raise DataError(f"{where!r} has no {col!r} column (it has {ds.column_names}).")
+    manifest = {"name": name, "fingerprint": ds._fingerprint, "rows": len(ds), "columns": ds.column_names,
+                "foreign": str(where)}
+    holder = PreparedData(name, Path(str(where)), manifest)
+    object.__setattr__(holder, "dataset", lambda: ds)
+    return holder
+
+
+def read_manifest_if_prepared(name: str, data_dir: str | os.PathLike | None = None) -> dict | None:
+    return read_manifest(paths.data_dir(data_dir) / name)

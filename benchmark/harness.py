@@ -1,0 +1,294 @@
+"""Train a method on a protocol with a Lightning Trainer, score it on the protocol's fixed test
+episodes, and turn the per-episode accuracies into a validated result record."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from . import paths
+from .algorithms import ALGORITHMS, MetaLearner, TaskInfo
+from .episodes import EpisodeSampler, FixedEpisodes, ImageBatchSampler, fixed_episodes
+from .protocols import PROTOCOLS, Protocol
+from .results import write_record
+from .stats import mean_ci
+from .store import EpisodeView, build_view, load_store
+
+
+class BenchError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do."""
+
+
+class TrainingDiverged(BenchError):
+    pass
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {name}: no CUDA device is visible here. Use --device cpu or auto.")
+    return dev
+
+
+class _Stream(IterableDataset):
+    """`steps` training batches drawn on the fly, on the view's device, from a seeded generator."""
+
+    def __init__(self, draw: Callable[[torch.Generator], object], steps: int, seed: int, device: torch.device):
+        self.draw, self.steps, self.seed, self.device = draw, steps, seed, device
+
+    def __len__(self):
+        return self.steps
+
+    def __iter__(self):
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed)
+        for _ in range(self.steps):
+            yield self.draw(g)
+
+
+class _FiniteLoss(pl.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise TrainingDiverged(f"the training loss became {loss.item()} at step {trainer.global_step}; "
+                                   f"training stopped and no result was written. Lower the learning rate "
+                                   f"or check the method for a numerical bug.")
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from the data, built once and shared by all seeds."""
+    protocol: Protocol
+    train: EpisodeView
+    test: EpisodeView
+    episodes: FixedEpisodes
+    data_fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None = None,
+                data_dir: str | None = None) -> Prepared:
+    if not protocol.is_single_stage:
+        raise BenchError(f"protocol {protocol.name} has {len(protocol.stages)} stages; the harness runs "
+                         f"single-stage protocols (few-shot, cross-domain) for now.")
+    views = {}
+    fps = {}
+    for role, split in (("train", protocol.train), ("test", protocol.test)):
+        store = load_store(split.dataset, protocol.image_size, protocol.channels, data_dir)
+        fps[store.name] = store.fingerprint
+        views[role] = build_view(store, split).to(device)
+    n = n_episodes or protocol.test_episodes
+    key = f"{protocol.name}:v{protocol.version}:test"
+    eps = fixed_episodes(views["test"], protocol.episode, key, n)
+    return Prepared(protocol, views["train"], views["test"], eps, fps)
+
+
+def method_class(name: str) -> type[MetaLearner]:
+    import baselines  # noqa: F401  (registers the built-in methods)
+    return ALGORITHMS.get(name)
+
+
+def build_model(cls: type[MetaLearner], prep: Prepared, hparams: dict) -> MetaLearner:
+    p = prep.protocol
+    task = TaskInfo(p.episode.ways, p.episode.shots, p.episode.queries, p.image_size, p.channels,
+                    prep.train.n_classes)
+    return cls(task, **hparams)
+
+
+def train(model: MetaLearner, prep: Prepared, steps: int, seed: int, device: torch.device,
+          progress: bool = True) -> float:
+    if steps <= 0:
+        return 0.0
+    if model.training_data == "episodes":
+        sampler = EpisodeSampler(prep.train, model.train_spec(prep.protocol))
+        mb = model.hp["meta_batch"]
+        draw = lambda g: sampler.sample(mb, g)  # noqa: E731
+    elif model.training_data == "batches":
+        images = ImageBatchSampler(prep.train)
+        bs = model.hp["batch_size"]
+        draw = lambda g: images.sample(bs, g)  # noqa: E731
+    else:
+        raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', not {model.training_data!r}")
+    loader = DataLoader(_Stream(draw, steps, seed, device), batch_size=None, num_workers=0)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
+        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+        callbacks=[_FiniteLoss()], num_sanity_val_steps=0, deterministic=False)
+    t0 = time.perf_counter()
+    trainer.fit(model, train_dataloaders=loader)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate_model(model: MetaLearner, prep: Prepared, device: torch.device, start: int = 0,
+                   stop: int | None = None, progress: bool = True) -> tuple[np.ndarray, float]:
+    """Per-episode query accuracy on fixed test episodes start..stop-1, and the seconds it took."""
+    from tqdm.auto import tqdm
+
+    model.to(device).eval()
+    sampler = EpisodeSampler(prep.test, prep.protocol.episode)
+    stop = len(prep.episodes) if stop is None else stop
+    step = max(1, int(model.hp.get("eval_batch", 50)))
+    accs = []
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad(), tqdm(total=stop - start, desc="test episodes", unit="ep", disable=not progress,
+                               leave=False) as bar:
+        for i in range(start, stop, step):
+            ep = sampler.episodes(prep.episodes, i, min(i + step, stop))
+            logits = model.predict_episodes(ep)
+            want = (ep.batch_size, ep.query_y.shape[1], ep.ways)
+            if tuple(logits.shape) != want:
+                raise BenchError(f"{model.name}.predict returned logits of shape {tuple(logits.shape)}; "
+                                 f"the contract is [episodes, queries, ways] = {list(want)}")
+            if not torch.isfinite(logits).all():
+                raise BenchError(f"{model.name}.predict returned non-finite logits on test episodes {i}..")
+            accs.append((logits.argmax(-1) == ep.query_y).float().mean(1).cpu())
+            bar.update(ep.batch_size)
+    _sync(device)
+    return torch.cat(accs).double().numpy(), time.perf_counter() - t0
+
+
+def environment() -> dict:
+    def v(pkg):
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            **{p: v(p) for p in ("torch", "pytorch-lightning", "numpy", "datasets", "scipy", "metabench")}}
+
+
+def git_info() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device),
+                "precision": "fp32 (TF32 matmul and convolution allowed)"}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "precision": "fp32"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: MetaLearner, path: Path, method: str, protocol: Protocol, seed: int) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"method": method, "protocol": protocol.name, "protocol_version": protocol.version, "seed": seed,
+                "hparams": model.hp, "state_dict": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def run(method: str, protocol: str, seeds: tuple[int, ...] | None = None, episodes: int | None = None,
+        train_steps: int | None = None, device: str = "auto", hparams: dict | None = None,
+        data_dir: str | None = None, results_dir: str | None = None, checkpoint_dir: str | None = None,
+        write: bool = True, progress: bool = True, method_cls: type[MetaLearner] | None = None,
+        kind: str = "evaluation", source: dict | None = None, log: Callable[[str], None] = print) -> tuple[dict, Path | None]:
+    """The whole of `bench evaluate`: returns the record and where it was written (None if not written)."""
+    proto = PROTOCOLS.get(protocol)
+    cls = method_cls or method_class(method)
+    why = cls.supports(proto)
+    if why:
+        raise BenchError(f"method {method} cannot run protocol {proto.name}: {why}")
+    hp = cls.resolve_hparams(hparams or {})
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    seeds = tuple(seeds) if seeds else proto.seeds
+    steps = proto.train_steps if train_steps is None else train_steps
+    prep = prepare_run(proto, dev, episodes, data_dir)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else paths.data_dir(data_dir) / "checkpoints"
+    log(f"{method} on {proto.name} (v{proto.version}): {proto.episode}, {len(prep.episodes)} fixed test episodes, "
+        f"{steps} training steps, seeds {list(seeds)}, device {dev}")
+    runs = []
+    for seed in seeds:
+        pl.seed_everything(seed, verbose=False)
+        model = build_model(cls, prep, hp)
+        train_s = train(model, prep, steps, seed, dev, progress)
+        accs, eval_s = evaluate_model(model, prep, dev, progress=progress)
+        ci = mean_ci(accs)
+        log(f"  seed {seed}: {ci}  (train {train_s:.1f}s, eval {eval_s:.1f}s)")
+        ckpt = save_checkpoint(model, ckpt_root / f"{run_id}-seed{seed}.pt", method, proto, seed) if write else None
+        runs.append({"seed": int(seed), "episode_accuracies": [float(a) for a in accs], "mean": ci.mean,
+                     "ci95": _none_if_nan(ci.ci95), "n": ci.n, "train_steps": int(steps),
+                     "train_time_s": round(train_s, 3), "eval_time_s": round(eval_s, 3), "checkpoint": ckpt})
+    record = make_record(run_id, proto, prep, method, cls, hp, runs, dev, kind, source)
+    s = record["summary"]
+    seed_part = f", seed means {100 * s['mean']:.2f} +/- {100 * s['seed_ci95']:.2f}% over {s['n_seeds']} seeds" \
+        if s.get("seed_ci95") is not None else ""
+    log(f"{method} on {proto.name}: {100 * s['mean']:.2f} +/- {100 * (s['ci95'] or math.nan):.2f}% "
+        f"(95% CI over {s['n_episodes']} episodes){seed_part}")
+    path = None
+    if write:
+        path = write_record(paths.results_dir(results_dir), record)
+        log(f"wrote {path}")
+    return record, path
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def make_record(run_id, proto, prep, method, cls, hp, runs, dev, kind, source) -> dict:
+    per_episode = np.mean([r["episode_accuracies"] for r in runs], axis=0)
+    ep_ci = mean_ci(per_episode)
+    seed_means = [r["mean"] for r in runs]
+    seed_ci = mean_ci(seed_means)
+    method_block = {"name": method, "backbone": hp.get("backbone"), "hparams": hp, "paper": cls.paper}
+    if source:
+        method_block["source"] = source
+    return {
+        "schema_version": 1, "run_id": run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kind": kind,
+        "protocol": {**proto.summary(), "test_episodes": len(prep.episodes),
+                     "episodes_fingerprint": prep.episodes.fingerprint},
+        "method": method_block,
+        "seeds": [r["seed"] for r in runs], "runs": runs,
+        "summary": {"mean": float(np.mean(seed_means)), "ci95": _none_if_nan(ep_ci.ci95),
+                    "n_episodes": len(per_episode), "n_seeds": len(runs),
+                    "seed_ci95": _none_if_nan(seed_ci.ci95),
+                    "train_time_s": round(sum(r["train_time_s"] for r in runs), 3),
+                    "eval_time_s": round(sum(r["eval_time_s"] for r in runs), 3)},
+        "device": device_info(dev), "environment": environment(), "code": git_info(),
+        "data": prep.data_fingerprints,
+    }
