@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training seeds; several give per-seed results and a CI over seed means (default: 0)")
     ev.add_argument("--episodes", type=int, default=None, help="test episodes (default: the protocol's, 600)")
     ev.add_argument("--train-steps", type=int, default=None, help="training steps (default: the protocol's budget)")
+    ev.add_argument("--max-train-time", type=float, default=None, metavar="SECONDS",
+                    help="stop training after this many seconds even if --train-steps are not done "
+                         "(the record keeps the steps actually taken)")
     ev.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                     help="override a hyper-parameter of the method (repeatable); `bench list --method M` shows them")
@@ -115,7 +118,7 @@ def cmd_evaluate(args, ap) -> int:
     ensure_prepared(proto.datasets, args.data_dir)
     run(args.method, args.protocol, seeds=args.seeds, episodes=args.episodes, train_steps=args.train_steps,
         device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
-        write=not args.no_write, progress=not args.quiet)
+        write=not args.no_write, progress=not args.quiet, max_train_time=args.max_train_time)
     return 0
 
 

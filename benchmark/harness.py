@@ -111,9 +111,10 @@ def build_model(cls: type[MetaLearner], prep: Prepared, hparams: dict) -> MetaLe
 
 
 def train(model: MetaLearner, prep: Prepared, steps: int, seed: int, device: torch.device,
-          progress: bool = True) -> float:
+          progress: bool = True, max_time_s: float | None = None) -> tuple[float, int]:
+    """Train for `steps` steps, or until `max_time_s` seconds if that comes first; (seconds, steps done)."""
     if steps <= 0:
-        return 0.0
+        return 0.0, 0
     if model.training_data == "episodes":
         sampler = EpisodeSampler(prep.train, model.train_spec(prep.protocol))
         mb = model.hp["meta_batch"]
@@ -128,11 +129,12 @@ def train(model: MetaLearner, prep: Prepared, steps: int, seed: int, device: tor
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
         logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-        callbacks=[_FiniteLoss()], num_sanity_val_steps=0, deterministic=False)
+        callbacks=[_FiniteLoss()], num_sanity_val_steps=0, deterministic=False,
+        max_time={"seconds": max_time_s} if max_time_s else None)
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader)
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, int(trainer.global_step)
 
 
 def _sync(device: torch.device) -> None:
@@ -188,6 +190,9 @@ def git_info() -> dict:
                                     capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
+    if commit is None and os.environ.get("BENCH_GIT_COMMIT"):
+        # a copy of the tree without .git (e.g. shipped to a GPU machine) says which commit it is
+        commit = os.environ["BENCH_GIT_COMMIT"]
     return {"git_commit": commit, "git_dirty": dirty}
 
 
@@ -219,6 +224,7 @@ def save_checkpoint(model: MetaLearner, path: Path, method: str, protocol: Proto
 def run(method: str, protocol: str, seeds: tuple[int, ...] | None = None, episodes: int | None = None,
         train_steps: int | None = None, device: str = "auto", hparams: dict | None = None,
         data_dir: str | None = None, results_dir: str | None = None, checkpoint_dir: str | None = None,
+        max_train_time: float | None = None,
         write: bool = True, progress: bool = True, method_cls: type[MetaLearner] | None = None,
         kind: str = "evaluation", source: dict | None = None, log: Callable[[str], None] = print) -> tuple[dict, Path | None]:
     """The whole of `bench evaluate`: returns the record and where it was written (None if not written)."""
@@ -239,18 +245,19 @@ def run(method: str, protocol: str, seeds: tuple[int, ...] | None = None, episod
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else paths.data_dir(data_dir) / "checkpoints"
     log(f"{method} on {proto.name} (v{proto.version}): {proto.episode}, {len(prep.episodes)} fixed test episodes, "
-        f"{steps} training steps, seeds {list(seeds)}, device {dev}")
+        f"{steps} training steps{f' or {max_train_time:g}s' if max_train_time else ''}, seeds {list(seeds)}, device {dev}")
     runs = []
     for seed in seeds:
         pl.seed_everything(seed, verbose=False)
         model = build_model(cls, prep, hp)
-        train_s = train(model, prep, steps, seed, dev, progress)
+        train_s, done = train(model, prep, steps, seed, dev, progress, max_train_time)
         accs, eval_s = evaluate_model(model, prep, dev, progress=progress)
         ci = mean_ci(accs)
-        log(f"  seed {seed}: {ci}  (train {train_s:.1f}s, eval {eval_s:.1f}s)")
+        log(f"  seed {seed}: {ci}  (train {done} steps in {train_s:.1f}s, eval {eval_s:.1f}s)")
         ckpt = save_checkpoint(model, ckpt_root / f"{run_id}-seed{seed}.pt", method, proto, seed) if write else None
         runs.append({"seed": int(seed), "episode_accuracies": [float(a) for a in accs], "mean": ci.mean,
-                     "ci95": _none_if_nan(ci.ci95), "n": ci.n, "train_steps": int(steps),
+                     "ci95": _none_if_nan(ci.ci95), "n": ci.n, "train_steps": done,
+                     "train_budget": {"steps": int(steps), "max_time_s": max_train_time},
                      "train_time_s": round(train_s, 3), "eval_time_s": round(eval_s, 3), "checkpoint": ckpt})
     record = make_record(run_id, proto, prep, method, cls, hp, runs, dev, kind, source)
     s = record["summary"]

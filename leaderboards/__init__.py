@@ -1,0 +1,1 @@
+"""The leaderboard web page (a Streamlit script, app.py), shipped as a package so it can be found once installed."""

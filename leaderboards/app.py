@@ -1,0 +1,204 @@
+"""The metabench leaderboard page (Streamlit).
+
+Run with `streamlit run leaderboards/app.py -- --results DIR` or `bench leaderboard`. The results
+folder comes from --results, else $BENCH_RESULTS_DIR, else ./results. The page only reads result
+records (JSON); it never imports or runs submitted code. Everything it shows is computed in
+benchmark.ranking, so this file is layout only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+try:
+    from benchmark import ranking
+except ModuleNotFoundError:
+    # `streamlit run leaderboards/app.py` from a checkout puts only leaderboards/ on sys.path.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmark import ranking
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+
+def results_dir() -> Path:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--results", default=None)
+    # parse_known_args: under streamlit's test harness argv belongs to pytest, not to us.
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(args.results or os.environ.get("BENCH_RESULTS_DIR") or "results")
+
+
+def folder_signature(folder: Path) -> tuple:
+    """Changes whenever a record is added, removed or rewritten, so the cache never goes stale."""
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*.json")))
+
+
+@st.cache_data(show_spinner="Reading result records…", max_entries=8)
+def load_board(folder: str, latest_only: bool, signature: tuple) -> ranking.Board:
+    return ranking.load(folder, latest_only=latest_only)
+
+
+def sidebar(table: pd.DataFrame) -> dict:
+    st.sidebar.header("Filters")
+    opts = ranking.filter_options(table)
+    chosen = {
+        "ways": st.sidebar.multiselect("Ways", opts["ways"], placeholder="all"),
+        "shots": st.sidebar.multiselect("Shots", opts["shots"], placeholder="all"),
+        "backbones": st.sidebar.multiselect("Backbone", opts["backbones"], placeholder="all"),
+        "datasets": st.sidebar.multiselect("Dataset", opts["datasets"], placeholder="all"),
+    }
+    chosen["rerank"] = st.sidebar.checkbox(
+        "Re-rank within the filtered rows", value=False,
+        help="Off: ranks are over every entry of the protocol, filters only hide rows.")
+    return chosen
+
+
+def show_warnings(board: ranking.Board) -> None:
+    if not board.warnings:
+        return
+    n = len(board.warnings)
+    st.warning(f"{n} record{'s' if n != 1 else ''} left out: malformed, failing the schema, or "
+               f"inconsistent with their own accuracies. See the list below.")
+    with st.expander(f"Records left out ({n})", expanded=False):
+        st.table(pd.DataFrame([{"path": w.path, "reason": w.reason} for w in board.warnings]))
+
+
+def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
+    first = rows.iloc[0]
+    versions = sorted(rows["version"].unique())
+    esc = ranking.md_escape
+    st.subheader(f"{esc(protocol)} (v{', v'.join(map(str, versions))})")
+    st.caption(f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
+               f"images {first['image_size']} px · datasets: {esc(first['datasets'] or '—')} · "
+               f"test split: {esc(first['test_split'])} · test episodes: {first['n_episodes']} "
+               f"(fingerprint {esc(first['episodes_fingerprint'][:12])})")
+    shown = ranking.display_table(rows)
+    st.dataframe(shown, hide_index=True, placeholder="—", column_config={
+        "Rank": st.column_config.NumberColumn(help="Ranks with ties; see the rule above", format="%d"),
+        "Accuracy (%)": st.column_config.TextColumn(help="mean ± 95% CI half-width over test episodes"),
+        "Mean (%)": st.column_config.NumberColumn(format="%.2f"),
+        "CI95 (%)": st.column_config.NumberColumn(format="%.2f"),
+        "Seed CI95 (%)": st.column_config.NumberColumn(format="%.2f",
+                                                       help="95% CI over training seeds; empty with one seed"),
+        "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
+        "Eval time (s)": st.column_config.NumberColumn(format="%.1f"),
+    })
+    name = f"{setting}_{protocol}"
+    left, right, _ = st.columns([1, 1, 6])
+    left.download_button("Download CSV", ranking.to_csv(shown), file_name=f"{name}.csv", mime="text/csv",
+                         key=f"csv-{setting}-{protocol}", on_click="ignore")
+    right.download_button("Download JSON", ranking.to_json(shown), file_name=f"{name}.json",
+                          mime="application/json", key=f"json-{setting}-{protocol}", on_click="ignore")
+
+
+def error_bar_chart(data: pd.DataFrame, x: alt.X, tooltip: list, line: bool) -> alt.LayerChart:
+    """Mean accuracy per entry as points (joined by lines on the shots axis), 95% CI as a bar.
+
+    On the shots axis entries are nudged apart within each band, or methods that tie (the
+    interesting case) would hide one another.
+    """
+    base = alt.Chart(data)
+    enc = {"x": x, "color": alt.Color("entry:N", title="method · backbone")}
+    if line:
+        enc["xOffset"] = alt.XOffset("entry:N")
+    y_scale = alt.Scale(zero=False)
+    bars = base.mark_rule(strokeWidth=2).encode(
+        y=alt.Y("low:Q", title="accuracy (%)", scale=y_scale), y2="high:Q", **enc)
+    points = base.mark_point(filled=True, size=60).encode(
+        y=alt.Y("accuracy:Q", scale=y_scale), tooltip=tooltip, **enc)
+    layers = [bars, points]
+    if line:
+        layers.insert(0, base.mark_line().encode(y=alt.Y("accuracy:Q", scale=y_scale), **enc))
+    return alt.layer(*layers)
+
+
+def plots(setting: str, rows: pd.DataFrame) -> None:
+    st.markdown("#### Accuracy vs shots")
+    families = sorted(rows["family"].unique())
+    family = st.selectbox("Datasets and ways", families, key=f"family-{setting}")
+    curve = ranking.shots_curve(rows[rows["family"] == family])
+    tooltip = ["entry", "protocol", "shots", alt.Tooltip("accuracy:Q", format=".2f"),
+               alt.Tooltip("ci95:Q", format=".2f", title="± CI95"), "n_episodes"]
+    x = alt.X("shots:O", title="shots", axis=alt.Axis(labelAngle=0))
+    st.altair_chart(error_bar_chart(curve, x, tooltip, line=True), width="stretch", key=f"shots-{setting}")
+    st.caption("Error bars: 95% CI over test episodes.")
+
+    st.markdown("#### Accuracy vs compute")
+    protocols = sorted(rows["protocol"].unique())
+    protocol = st.selectbox("Protocol", protocols, key=f"compute-protocol-{setting}")
+    scatter = ranking.compute_scatter(rows[rows["protocol"] == protocol])
+    tooltip = ["entry", alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("ci95:Q", format=".2f", title="± CI95"),
+               alt.Tooltip("train_time_s:Q", format=".1f"), alt.Tooltip("eval_time_s:Q", format=".1f"), "device"]
+    x = alt.X("total_time_s:Q", title="train + eval time (s, log scale)", scale=alt.Scale(type="log"))
+    st.altair_chart(error_bar_chart(scatter, x, tooltip, line=False), width="stretch", key=f"compute-{setting}")
+    st.caption("Times are as recorded, on each record's own device (see the table), so compare with care.")
+
+
+def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict]) -> None:
+    st.markdown("#### Method detail")
+    ordered = rows.sort_values(["protocol", "rank", "mean"], ascending=[True, True, False], na_position="last")
+    labels = {ranking.record_label(r): r["path"] for _, r in ordered.iterrows()}
+    label = st.selectbox("Record", list(labels), key=f"detail-{setting}")
+    record = records[labels[label]]
+    left, right = st.columns(2)
+    with left:
+        hist = ranking.episode_histogram(record)
+        chart = alt.Chart(hist).mark_bar().encode(
+            x=alt.X("accuracy:Q", bin=alt.Bin(maxbins=25), title="episode accuracy (%), averaged over seeds"),
+            y=alt.Y("count():Q", title="episodes"))
+        mean_rule = alt.Chart(pd.DataFrame({"mean": [hist["accuracy"].mean()]})).mark_rule(
+            color="red", strokeDash=[4, 3]).encode(x="mean:Q")
+        st.altair_chart(chart + mean_rule, width="stretch", key=f"hist-{setting}")
+        st.caption(f"{len(hist)} test episodes; dashed line: mean. File: {ranking.md_escape(labels[label])}")
+    with right:
+        st.json(ranking.provenance(record), expanded=2)
+
+
+def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, board: ranking.Board) -> None:
+    if not (everything["setting"] == setting).any():
+        st.info(f"No results for {setting} yet.")
+        return
+    rows = shown[shown["setting"] == setting]
+    if rows.empty:
+        st.info(f"No {setting} results match the filters.")
+        return
+    for protocol in sorted(rows["protocol"].unique()):
+        protocol_section(setting, protocol, rows[rows["protocol"] == protocol])
+    st.divider()
+    plots(setting, rows)
+    st.divider()
+    detail(setting, rows, board.records)
+
+
+def main() -> None:
+    st.set_page_config(page_title="metabench leaderboard", layout="wide")
+    folder = results_dir()
+    st.title("metabench leaderboard")
+    latest_only = not st.sidebar.checkbox("Show all records", value=False,
+                                          help="Off: only the most recent record per method, backbone "
+                                               "and protocol version.")
+    board = load_board(str(folder), latest_only, folder_signature(folder))
+    st.caption(f"Results folder: {ranking.md_escape(folder.resolve())} · {len(board.table)} record(s) shown · "
+               f"{len(board.warnings)} left out")
+    st.info(f"**How ranks are given.** {ranking.RANKING_RULE}")
+    show_warnings(board)
+
+    chosen = sidebar(board.table)
+    shown = ranking.filter_table(board.table, chosen["ways"], chosen["shots"], chosen["backbones"],
+                                 chosen["datasets"])
+    if chosen["rerank"]:
+        shown = ranking.rank(shown, board.records)
+
+    settings = board.settings
+    for setting, tab in zip(settings, st.tabs(settings)):
+        with tab:
+            setting_tab(setting, board.table, shown, board)
+
+
+main()
