@@ -3,7 +3,10 @@
 No meta-learning: pre-train a backbone with a cosine-similarity classifier over all meta-training
 classes, then for each test episode freeze the backbone and fit a new cosine classifier on the
 support features. The episode-wise fits are batched: B episodes are B independent heads trained
-together, which is exact because their losses share no parameters.
+together, which is exact because their losses share no parameters. The new head starts from the
+class means of the support features rather than random weights, so an episode's prediction does
+not depend on which other episodes share its batch or on a random state (`bench verify` re-runs
+single episodes and expects the recorded answer).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.algorithms import MetaLearner, register
+from benchmark.algorithms import MetaLearner, prototypes, register
 from benchmark.backbones import make_backbone
 
 
@@ -47,8 +50,7 @@ class BaselinePP(MetaLearner):
         with torch.no_grad():
             z = self.encoder(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(b, -1, self.encoder.out_dim)
         zs, zq = z[:, :s], z[:, s:]
-        w = torch.randn(b, ways, zs.shape[-1], device=zs.device) * 0.01
-        w.requires_grad_(True)
+        w = prototypes(zs, support_y, ways).clone().requires_grad_(True)
         opt = torch.optim.SGD([w], lr=self.hp["ft_lr"], momentum=0.9, dampening=0.9,
                               weight_decay=self.hp["ft_weight_decay"])
         with torch.enable_grad():

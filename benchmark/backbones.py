@@ -9,9 +9,29 @@ from .registry import Registry
 BACKBONES: Registry = Registry("backbone")
 
 
-def _bn(ch: int, running_stats: bool) -> nn.BatchNorm2d:
-    # MAML-style methods adapt functionally per task; batch statistics keep them free of shared state.
-    return nn.BatchNorm2d(ch, track_running_stats=running_stats)
+class BatchStatNorm2d(nn.Module):
+    """Batch normalisation from the current batch's statistics only, written with plain tensor ops.
+
+    MAML-style methods adapt functionally per task and need no running statistics. nn.BatchNorm2d
+    without running stats would do the same forward, but under `vmap` over `torch.func.grad` its
+    second-order gradients come out wrong (the fused kernel's batching rule; tests compare against
+    a per-task loop and finite differences), while these plain ops differentiate exactly.
+    """
+
+    def __init__(self, ch: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(ch))
+        self.bias = nn.Parameter(torch.zeros(ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def _bn(ch: int, running_stats: bool) -> nn.Module:
+    return nn.BatchNorm2d(ch) if running_stats else BatchStatNorm2d(ch)
 
 
 class Conv4(nn.Module):

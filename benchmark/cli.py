@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "protocol's fixed test episodes, print mean +/- 95%% CI and write a result record to "
                         "results/<setting>/<protocol>/<method>/<run>.json.")
     ev.add_argument("--method", default="protonet", help="a registered method (default: protonet; see `bench list`)")
-    ev.add_argument("--protocol", default="omniglot-5w1s", help="a registered protocol (default: omniglot-5w1s)")
+    ev.add_argument("--protocol", nargs="+", default=["omniglot-5w1s"],
+                    help="a registered protocol (default: omniglot-5w1s); several that share their training "
+                         "set-up (e.g. caltech101-5w1s and the caltech101-to-pacs-*-5w1s ones) train once per seed")
     ev.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="training seeds; several give per-seed results and a CI over seed means (default: 0)")
     ev.add_argument("--episodes", type=int, default=None, help="test episodes (default: the protocol's, 600)")
@@ -85,6 +87,50 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--out", default=None, help="also write the numbers as JSON here")
     _add_data_dir(perf)
 
+    sm = sub.add_parser("submit", help="run your own method (one Python file) on protocols for the leaderboard",
+                        description=textwrap.dedent("""\
+                            Load PATH.py, a benchmark.algorithms.MetaLearner subclass in one file (name the
+                            class with :ClassName if the file defines several), check it meets the method
+                            contract with a dry predict, then train and evaluate it on each protocol like
+                            `bench evaluate`. Records are of kind 'submission' and name the file and its
+                            sha256. See examples/simpleshot.py and examples/README.md."""),
+                        epilog="examples:\n  bench submit examples/simpleshot.py --protocols omniglot-5w1s "
+                        "--train-steps 300\n  bench submit mymethod.py:MyMethod --protocols few-shot --seeds 0 1 2",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sm.add_argument("spec", metavar="PATH.py[:ClassName]", help="the submission file (and class)")
+    sm.add_argument("--protocols", nargs="+", default=["omniglot-5w1s"], metavar="NAME",
+                    help="protocol names, or groups: few-shot, cross-domain, all (default: omniglot-5w1s)")
+    sm.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the protocol's)")
+    sm.add_argument("--episodes", type=int, default=None, help="test episodes (default: the protocol's, 600)")
+    sm.add_argument("--train-steps", type=int, default=None, help="training steps (default: the protocol's budget)")
+    sm.add_argument("--max-train-time", type=float, default=None, metavar="SECONDS",
+                    help="stop training after this many seconds even if --train-steps are not done")
+    sm.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
+    sm.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a hyper-parameter declared in the method's HPARAMS (repeatable)")
+    sm.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
+    sm.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data_dir(sm)
+
+    vf = sub.add_parser("verify", help="re-run a sample of a record's test episodes from its checkpoints",
+                        description=textwrap.dedent("""\
+                            Check a result record: its checkpoints' sha256, the submission file's sha256 (for
+                            submissions) and the protocol's fixed test episodes (fingerprint); then reload each
+                            seed's weights, re-run a seeded random sample of test episodes and compare the
+                            per-episode accuracies with the record (at most one query per episode may differ,
+                            half a query on average).
+                            Exit status: 0 verified, 1 not reproduced or tampered with, 2 cannot verify
+                            (missing record or checkpoint, unknown protocol or version, data not prepared)."""),
+                        epilog="example:\n  bench verify results/few-shot/omniglot-5w1s/simpleshot/RUN.json --sample 50",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    vf.add_argument("record", metavar="RECORD.json", help="a record under <results>/<setting>/<protocol>/<method>/")
+    vf.add_argument("--sample", type=int, default=20, help="test episodes to re-run per seed (0: all; default 20)")
+    vf.add_argument("--seed", type=int, default=0, help="seed choosing the sampled episodes (default 0)")
+    vf.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
+    vf.add_argument("--source", default=None, metavar="PATH.py",
+                    help="the submission file, if it is no longer where the record says")
+    _add_data_dir(vf)
+
     lb = sub.add_parser("leaderboard", help="open the leaderboard web page over a results folder")
     lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     lb.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
@@ -112,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_evaluate(args, ap) -> int:
-    from .harness import run
+    from .harness import run_many
     from .protocols import PROTOCOLS
-    proto = PROTOCOLS.get(args.protocol)
-    ensure_prepared(proto.datasets, args.data_dir)
-    run(args.method, args.protocol, seeds=args.seeds, episodes=args.episodes, train_steps=args.train_steps,
+    protos = [PROTOCOLS.get(p) for p in args.protocol]
+    ensure_prepared(list(dict.fromkeys(d for p in protos for d in p.datasets)), args.data_dir)
+    run_many(args.method, args.protocol, seeds=args.seeds, episodes=args.episodes, train_steps=args.train_steps,
         device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
         write=not args.no_write, progress=not args.quiet, max_train_time=args.max_train_time)
     return 0
@@ -182,8 +228,29 @@ def cmd_leaderboard(args, ap) -> int:
     return launch(paths.results_dir(args.results), port=args.port)
 
 
+def cmd_submit(args, ap) -> int:
+    from .protocols import PROTOCOLS
+    from .submit import submit
+
+    def prepare(names):  # after the submission passed its checks: a broken file fails fast
+        ensure_prepared(list(dict.fromkeys(d for n in names for d in PROTOCOLS.get(n).datasets)), args.data_dir)
+
+    submit(args.spec, args.protocols, before_run=prepare, seeds=args.seeds, episodes=args.episodes, train_steps=args.train_steps,
+           device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
+           progress=not args.quiet, max_train_time=args.max_train_time)
+    return 0
+
+
+def cmd_verify(args, ap) -> int:
+    from .submit import verify
+    report = verify(args.record, sample=args.sample, device=args.device, seed=args.seed, data_dir=args.data_dir,
+                    source=args.source, log=print)
+    print(report.format())
+    return 0 if report.passed else 1
+
+
 COMMANDS = {"evaluate": cmd_evaluate, "data": cmd_data, "list": cmd_list, "perf": cmd_perf,
-            "leaderboard": cmd_leaderboard}
+            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify}
 
 if __name__ == "__main__":
     sys.exit(main())

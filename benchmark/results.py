@@ -6,7 +6,6 @@ import math
 import os
 import tempfile
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +20,7 @@ class InvalidRecord(ValueError):
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    return json.loads(resources.files("benchmark").joinpath("schema/result.schema.json").read_text())
+    return json.loads((Path(__file__).parent / "schema" / "result.schema.json").read_text())
 
 
 def validate(record: dict) -> None:

@@ -48,8 +48,28 @@ def _decode(ds, size: int, channels: int) -> np.ndarray:
     return out
 
 
+def _string_columns(ds) -> dict[str, np.ndarray]:
+    """Metadata columns as strings; class ids (ClassLabel or int labels, as hub datasets have) become names."""
+    import datasets
+    out = {}
+    for c, feat in ds.features.items():
+        if c == "image":
+            continue
+        if isinstance(feat, datasets.ClassLabel):
+            out[c] = np.asarray(feat.int2str(ds[c])).astype(str)
+        elif isinstance(feat, datasets.Value) and (feat.dtype in ("string", "large_string") or c == "label"):
+            out[c] = np.asarray(ds[c]).astype(str)
+    return out
+
+
+def load_store(dataset: str, image_size: int, channels: int, data_dir: str | os.PathLike | None = None) -> TensorStore:
+    # resolve the folder first so the in-process cache follows $BENCH_DATA_DIR changes
+    from .paths import data_dir as resolve
+    return _load_store(dataset, image_size, channels, str(resolve(data_dir)))
+
+
 @lru_cache(maxsize=8)
-def load_store(dataset: str, image_size: int, channels: int, data_dir: str | None = None) -> TensorStore:
+def _load_store(dataset: str, image_size: int, channels: int, data_dir: str) -> TensorStore:
     prepared = load_prepared(dataset, data_dir)
     fp = prepared.fingerprint
     cache_dir = prepared.path / "cache" if prepared.path.is_dir() else Path(data_dir or ".") / "cache"
@@ -65,8 +85,7 @@ def load_store(dataset: str, image_size: int, channels: int, data_dir: str | Non
                         f"for {image_size}px; prepare it again with `bench data prepare {dataset} --force`.") from None
     arr = _decode(ds, image_size, channels)
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-    columns = {c: np.asarray(ds[c]).astype(str) for c in ds.column_names if c != "image"
-               and ds.features[c].dtype in ("string", "large_string")}
+    columns = _string_columns(ds)
     f = images.float().div_(255)
     mean = tuple(float(v) for v in f.mean(dim=(0, 2, 3)))
     std = tuple(float(v) for v in f.std(dim=(0, 2, 3)).clamp_min(1e-3))

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -140,7 +141,7 @@ def open_zip(path: Path) -> zipfile.ZipFile:
     try:
         z = zipfile.ZipFile(path)
         bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
         raise DataError(f"{path} is not a readable zip archive ({e}). It is corrupt or truncated: "
                         f"download it again.") from None
     if bad is not None:

@@ -1,0 +1,336 @@
+"""The harness and the `bench` CLI: every (method, protocol) pair end to end on the real prepared
+data with tiny budgets, a trained ProtoNet that must actually learn, and the refusals."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import baselines  # noqa: F401  (registers the built-in methods)
+from baselines.protonet import ProtoNet
+from benchmark import harness, paths, results
+from benchmark.algorithms import ALGORITHMS
+from benchmark.backbones import BACKBONES
+from benchmark.cli import main
+from benchmark.data import DataError
+from benchmark.protocols import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage
+
+METHODS = list(ALGORITHMS)
+ALL_PROTOCOLS = list(PROTOCOLS)
+
+# Small settings for smoke runs; each method gets the ones it has.
+SMALL = {"meta_batch": 2, "eval_batch": 4, "ft_steps": 3, "batch_size": 16, "inner_steps": 1,
+         "eval_inner_steps": 1, "backbone": "tiny"}
+
+
+def small_hparams(method: str) -> dict:
+    known = ALGORITHMS.get(method).defaults()
+    return {k: v for k, v in SMALL.items() if k in known}
+
+
+class TinyBackbone(nn.Module):
+    """A test-only feature extractor: pool to 4x4, one 3x3 conv with batch norm. Keeps 84px smoke runs cheap."""
+
+    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
+        super().__init__()
+        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(in_channels, 8, 3, padding=1),
+                                 nn.BatchNorm2d(8, track_running_stats=running_stats), nn.ReLU())
+        self.out_dim = 8 * 4 * 4
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+@pytest.fixture(scope="module", autouse=False)
+def tiny_backbone():
+    """Registers the `tiny` backbone for this module's tests and removes it afterwards."""
+    BACKBONES.register("tiny", TinyBackbone)
+    yield "tiny"
+    BACKBONES._items.pop("tiny", None)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def json_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).rglob("*.json")) if Path(folder).exists() else []
+
+
+def check_record(record: dict, path: Path, method: str, protocol: str, n: int, steps: int, seeds=(0,)):
+    assert path is not None and path.is_file()
+    assert results.read_record(path) == record  # what was written validates and is what was returned
+    p = PROTOCOLS.get(protocol)
+    assert record["method"]["name"] == method and record["protocol"]["name"] == protocol
+    assert record["protocol"]["version"] == p.version and record["protocol"]["test_episodes"] == n
+    assert record["seeds"] == list(seeds) and record["summary"]["n_seeds"] == len(seeds)
+    assert record["summary"]["n_episodes"] == n
+    assert set(record["data"]) == set(p.datasets)
+    per_query = 1 / (p.episode.ways * p.episode.queries)
+    for run in record["runs"]:
+        accs = np.asarray(run["episode_accuracies"])
+        assert run["n"] == n == len(accs) and run["train_steps"] == steps
+        assert ((accs >= 0) & (accs <= 1)).all()
+        assert np.allclose(np.round(accs / per_query) * per_query, accs, atol=1e-6)  # whole queries right
+        assert run["mean"] == pytest.approx(accs.mean())
+        ck = run["checkpoint"]
+        assert ck and Path(ck["path"]).is_file() and ck["sha256"] == harness.sha256_file(Path(ck["path"]))
+
+
+# ---- every (method, protocol) pair ---------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ALL_PROTOCOLS)
+@pytest.mark.parametrize("method", METHODS)
+def test_smoke_every_method_on_every_protocol(method, protocol, data_dir, tiny_backbone, tmp_path):
+    record, path = harness.run(method, protocol, episodes=4, train_steps=2, device="cpu", data_dir=str(data_dir),
+                               results_dir=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "ckpt"),
+                               progress=False, hparams=small_hparams(method), log=quiet)
+    check_record(record, path, method, protocol, n=4, steps=2)
+    assert path.parent == tmp_path / "results" / PROTOCOLS.get(protocol).setting / protocol / method
+    assert record["method"]["hparams"]["backbone"] == "tiny"
+
+
+@pytest.mark.integration
+def test_several_seeds(data_dir, tiny_backbone, tmp_path):
+    record, path = harness.run("protonet", "omniglot-5w1s", seeds=(0, 1), episodes=4, train_steps=2, device="cpu",
+                               data_dir=str(data_dir), results_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path / "c"),
+                               progress=False, hparams=small_hparams("protonet"), log=quiet)
+    check_record(record, path, "protonet", "omniglot-5w1s", n=4, steps=2, seeds=(0, 1))
+    assert [r["seed"] for r in record["runs"]] == [0, 1]
+    seed_means = [r["mean"] for r in record["runs"]]
+    assert record["summary"]["mean"] == pytest.approx(float(np.mean(seed_means)), abs=1e-12)
+    assert record["summary"]["seed_ci95"] is not None and record["summary"]["seed_ci95"] >= 0
+    per_episode = np.mean([r["episode_accuracies"] for r in record["runs"]], axis=0)
+    from benchmark.stats import mean_ci
+    assert record["summary"]["ci95"] == pytest.approx(mean_ci(per_episode).ci95)
+    assert record["runs"][0]["checkpoint"]["sha256"] != record["runs"][1]["checkpoint"]["sha256"]
+
+
+@pytest.mark.integration
+def test_every_method_sees_the_same_test_episodes(data_dir, tiny_backbone, tmp_path):
+    fps = {}
+    for method in METHODS:
+        record, path = harness.run(method, "caltech101-to-pacs-photo-5w1s", episodes=4, train_steps=0, device="cpu",
+                                   data_dir=str(data_dir), write=False, progress=False,
+                                   hparams=small_hparams(method), log=quiet)
+        assert path is None
+        fps[method] = record["protocol"]["episodes_fingerprint"]
+    assert len(set(fps.values())) == 1, fps
+    prep = harness.prepare_run(PROTOCOLS.get("caltech101-to-pacs-photo-5w1s"), torch.device("cpu"), 4, str(data_dir))
+    assert prep.episodes.fingerprint == next(iter(fps.values()))
+
+
+@pytest.mark.integration
+def test_max_train_time_stops_training_early(data_dir, tiny_backbone, tmp_path):
+    record, path = harness.run("protonet", "omniglot-5w1s", episodes=4, train_steps=1_000_000, max_train_time=1.0,
+                               device="cpu", data_dir=str(data_dir), results_dir=str(tmp_path / "r"),
+                               checkpoint_dir=str(tmp_path / "c"), progress=False,
+                               hparams=small_hparams("protonet"), log=quiet)
+    run = record["runs"][0]
+    assert 0 < run["train_steps"] < 1_000_000           # the record keeps the steps actually taken
+    assert run["train_budget"] == {"steps": 1_000_000, "max_time_s": 1.0}
+    assert run["train_time_s"] < 30
+    check_record(record, path, "protonet", "omniglot-5w1s", n=4, steps=run["train_steps"])
+
+
+# ---- a model that must learn ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_trained_protonet_learns_omniglot(data_dir, tmp_path):
+    """Calibrated on CPU: 300 steps give about 0.85 on 100 test episodes (untrained about 0.56; chance 0.20)."""
+    trained, path = harness.run("protonet", "omniglot-5w1s", episodes=100, train_steps=300, device="cpu",
+                                data_dir=str(data_dir), results_dir=str(tmp_path / "r"),
+                                checkpoint_dir=str(tmp_path / "c"), progress=False, log=quiet)
+    check_record(trained, path, "protonet", "omniglot-5w1s", n=100, steps=300)
+    untrained, _ = harness.run("protonet", "omniglot-5w1s", episodes=100, train_steps=0, device="cpu",
+                               data_dir=str(data_dir), write=False, progress=False, log=quiet)
+    t, u = trained["summary"]["mean"], untrained["summary"]["mean"]
+    assert t > 0.80, f"trained ProtoNet scored {t:.3f}"
+    assert u < t - 0.15, f"untrained {u:.3f} vs trained {t:.3f}"
+    assert trained["summary"]["ci95"] < 0.05
+    assert trained["protocol"]["episodes_fingerprint"] == untrained["protocol"]["episodes_fingerprint"]
+
+
+# ---- refusals ------------------------------------------------------------------------------------
+
+
+class NaNProto(ProtoNet):
+    name = "nanproto"
+
+    def training_step(self, ep, batch_idx):
+        return super().training_step(ep, batch_idx) * float("nan")
+
+
+class WrongShape(ProtoNet):
+    name = "wrongshape"
+
+    def predict(self, support_x, support_y, query_x, ways):
+        return super().predict(support_x, support_y, query_x, ways)[..., :-1]
+
+
+class Picky(ProtoNet):
+    name = "picky"
+
+    @classmethod
+    def supports(cls, protocol):
+        return "it only runs on colour images" if protocol.channels == 1 else None
+
+
+@pytest.mark.integration
+def test_nan_loss_stops_training_and_writes_nothing(data_dir, tiny_backbone, tmp_path):
+    with pytest.raises(harness.TrainingDiverged, match="nan"):
+        harness.run("nanproto", "omniglot-5w1s", episodes=4, train_steps=3, device="cpu", data_dir=str(data_dir),
+                    results_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path / "c"), progress=False,
+                    hparams={"backbone": "tiny"}, method_cls=NaNProto, log=quiet)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*"))
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*"))
+
+
+@pytest.mark.integration
+def test_wrong_predict_shape_names_the_contract(data_dir, tiny_backbone, tmp_path):
+    with pytest.raises(harness.BenchError, match=r"contract is \[episodes, queries, ways\]"):
+        harness.run("wrongshape", "omniglot-5w1s", episodes=4, train_steps=0, device="cpu", data_dir=str(data_dir),
+                    results_dir=str(tmp_path / "r"), progress=False, hparams={"backbone": "tiny"},
+                    method_cls=WrongShape, log=quiet)
+    assert not json_files(tmp_path / "r")
+
+
+def test_unsupported_protocol_is_refused_before_any_work(tmp_path):
+    with pytest.raises(harness.BenchError, match="cannot run protocol omniglot-5w1s: it only runs on colour"):
+        harness.run("picky", "omniglot-5w1s", episodes=4, train_steps=0, device="cpu",
+                    data_dir=str(tmp_path / "no-data"), results_dir=str(tmp_path / "r"), method_cls=Picky, log=quiet)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.integration
+def test_unfillable_episode_spec_is_a_data_error(data_dir, monkeypatch, tmp_path):
+    adhoc = Protocol(name="test-pacs-20w1s", version=1, setting="domain-generalisation",
+                     description="20-way episodes on PACS, which has 7 classes",
+                     stages=(Stage(train=SplitSpec("pacs", where=(("domain", ("photo", "cartoon")),)),
+                                   test=(SplitSpec("pacs", where=(("domain", ("sketch",)),)),)),),
+                     episode=EpisodeSpec(20, 1, 15), image_size=84, channels=3)
+    with pytest.raises(DataError) as ei:
+        harness.prepare_run(adhoc, torch.device("cpu"), 4, str(data_dir))
+    assert "20" in str(ei.value) and "7" in str(ei.value)
+    monkeypatch.setitem(PROTOCOLS._items, adhoc.name, adhoc)  # registered for this test only
+    with pytest.raises(DataError, match="20-way episodes need 20 classes"):
+        harness.run("protonet", adhoc.name, episodes=4, train_steps=1, device="cpu", data_dir=str(data_dir),
+                    results_dir=str(tmp_path / "r"), progress=False, log=quiet)
+    assert not json_files(tmp_path / "r")
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_prepared(tmp_path):
+    """A data dir in which omniglot looks prepared (a manifest only): enough for checks made before data is read."""
+    root = tmp_path / "fake-data"
+    (root / "omniglot").mkdir(parents=True)
+    (root / "omniglot" / "metabench.json").write_text(json.dumps({"name": "omniglot", "fingerprint": "0" * 64,
+                                                                  "rows": 0, "classes": 0}))
+    return root
+
+
+def test_cli_unknown_method(fake_prepared, tmp_path, capsys):
+    rc = main(["evaluate", "--method", "protonett", "--data-dir", str(fake_prepared), "--results",
+               str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Did you mean 'protonet'" in err and "unknown method" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_unknown_protocol(tmp_path, capsys):
+    rc = main(["evaluate", "--protocol", "omniglot-5w1z", "--data-dir", str(tmp_path), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Did you mean 'omniglot-5w1s'" in err and "unknown protocol" in err
+
+
+def test_cli_unknown_hparam(fake_prepared, tmp_path, capsys):
+    rc = main(["evaluate", "--hparam", "learning_rate=0.1", "--data-dir", str(fake_prepared), "--results",
+               str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "learning_rate" in err and "lr_step" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+def test_cli_cuda_without_a_gpu(fake_prepared, tmp_path, capsys):
+    rc = main(["evaluate", "--device", "cuda", "--data-dir", str(fake_prepared), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device cuda" in err and "no CUDA device" in err and "--device cpu" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_list(tmp_path, capsys):
+    assert main(["list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("protonet", "maml", "finetune", *ALL_PROTOCOLS, "omniglot", "pacs", "caltech101"):
+        assert name in out, name
+    assert "not prepared (bench data prepare omniglot)" in out
+    assert main(["list", "--method", "maml"]) == 0
+    out = capsys.readouterr().out
+    assert "inner_lr = 0.4" in out and "first_order = False" in out
+
+
+def test_cli_evaluate_help(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["evaluate", "--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--seeds", "--episodes", "--train-steps", "--device", "--method", "--protocol", "--hparam",
+                 "--max-train-time"):
+        assert flag in out, flag
+
+
+def test_cli_evaluate_without_prepared_data(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(paths.DATA_DIR_ENV, str(empty))
+    for var in (paths.SOURCE_ENV, paths.source_env_var("omniglot")):
+        monkeypatch.delenv(var, raising=False)
+    rc = main(["evaluate", "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bench data prepare omniglot" in err
+    assert list(empty.iterdir()) == [] and not (tmp_path / "r").exists()
+
+
+def test_cli_evaluate_prepares_from_the_configured_source(tmp_path, monkeypatch, capsys, omniglot_zips,
+                                                          tiny_backbone):
+    """With BENCH_SOURCE set, `bench evaluate` prepares what is missing, then runs and writes a record."""
+    src = omniglot_zips(tmp_path / "src" / "omniglot", drawers=16,
+                        alphabets={"background": {"Alpha": 3, "Beta": 3}, "evaluation": {"Gamma": 5}})
+    monkeypatch.setenv(paths.SOURCE_ENV, str(src["root"].parent))
+    monkeypatch.setenv(paths.DATA_DIR_ENV, str(tmp_path / "data"))
+    rc = main(["evaluate", "--protocol", "omniglot-lake-5w1s", "--episodes", "3", "--train-steps", "2",
+               "--device", "cpu", "--quiet", "--results", str(tmp_path / "r"), "--hparam", "backbone=tiny",
+               "--hparam", "eval_batch=2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "preparing it from the configured source" in captured.out
+    (path,) = json_files(tmp_path / "r")
+    record = results.read_record(path)
+    assert record["protocol"]["name"] == "omniglot-lake-5w1s" and record["runs"][0]["n"] == 3
+    assert record["method"]["hparams"]["eval_batch"] == 2  # the string from the command line became an int
+    assert (tmp_path / "data" / "omniglot" / "metabench.json").is_file()
+
+
+@pytest.mark.integration
+def test_cli_evaluate_end_to_end(data_dir, tiny_backbone, tmp_path, capsys):
+    rc = main(["evaluate", "--method", "maml", "--protocol", "caltech101-5w1s", "--seeds", "0", "1", "--episodes", "4",
+               "--train-steps", "1", "--device", "cpu", "--data-dir", str(data_dir), "--results", str(tmp_path / "r"),
+               "--quiet", "--hparam", "backbone=tiny", "--hparam", "meta_batch=2", "--hparam", "first_order=true"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    (path,) = json_files(tmp_path / "r")
+    record = results.read_record(path)
+    assert record["method"]["hparams"]["first_order"] is True and record["seeds"] == [0, 1]
+    assert "95% CI over 4 episodes" in captured.out and f"wrote {path}" in captured.out
+    assert math.isfinite(record["summary"]["mean"])
