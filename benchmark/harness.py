@@ -2,8 +2,10 @@
 episodes, and turn the per-episode accuracies into a validated result record."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as md
+import logging
 import math
 import os
 import platform
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -127,15 +130,33 @@ def train(model: MetaLearner, prep: Prepared, steps: int, seed: int, device: tor
         raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', not {model.training_data!r}")
     place(model, device)
     loader = DataLoader(_Stream(draw, steps, seed, device), batch_size=None, num_workers=0)
-    trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
-        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-        callbacks=[_FiniteLoss()], num_sanity_val_steps=0, deterministic=False,
-        max_time={"seconds": max_time_s} if max_time_s else None)
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
+            logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+            callbacks=[_FiniteLoss()], num_sanity_val_steps=0, deterministic=False,
+            max_time={"seconds": max_time_s} if max_time_s else None)
     t0 = time.perf_counter()
-    trainer.fit(model, train_dataloaders=loader)
+    with _quiet_lightning():
+        trainer.fit(model, train_dataloaders=loader)
     _sync(device)
     return time.perf_counter() - t0, int(trainer.global_step)
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's start-up banners and advice about features we do not use drown the run's own lines."""
+    lg = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = lg.level
+    lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            yield
+    finally:
+        lg.setLevel(level)
 
 
 def place(model: MetaLearner, device: torch.device) -> MetaLearner:

@@ -209,6 +209,20 @@ def test_cifar_fs(cifar_root, tmp_path):
     np.testing.assert_array_equal(np.asarray(img), cifar_pixels(fine_names.index("whale"), 1))
 
 
+def test_changed_split_file_makes_prepare_rebuild(cifar_root, tmp_path):
+    first = prepare_twice("cifar-fs", cifar_root, tmp_path / "prepared")
+    assert any(k.startswith("split:") for k in first.manifest["source_sha256"])
+    val_before = Counter(first.dataset()["split"])["val"]
+    moved = {s: list(v) for s, v in CIFAR_FS_SPLITS.items()}
+    moved["val"].append(moved["train"].pop())  # one class changes sides: a different dataset
+    write_json_splits(cifar_root / "splits" / "cifar-fs", moved)
+    messages: list[str] = []
+    again = prepare("cifar-fs", source=cifar_root, data_dir=tmp_path / "prepared", log=messages.append)
+    assert not any("nothing to do" in m for m in messages)
+    assert again.fingerprint != first.fingerprint
+    assert Counter(again.dataset()["split"])["val"] == val_before + 3
+
+
 def test_fc100(cifar_root, tmp_path):
     prepared = prepare_twice("fc100", cifar_root, tmp_path / "prepared")
     ds = prepared.dataset()

@@ -323,8 +323,15 @@ def build_cub(files: dict[str, Path]):
     return make_dataset(rows, image_features(split="string"))
 
 
+def _splits_of(data_key: str, name: str, split_dir: str, ext: str):
+    def found(files: dict[str, Path]) -> dict[str, Path]:
+        return {f"split:{s}": p for s, p in find_split_files(files, data_key, name, split_dir, ext).items()}
+    return found
+
+
 DATASETS.register("mini-imagenet", DatasetSpec(
     name="mini-imagenet",
+    auxiliary=_splits_of("images", "mini-imagenet", "mini-imagenet/ravi", "csv"),
     description="mini-ImageNet (Vinyals et al. 2016), Ravi & Larochelle split: 100 ImageNet classes x 600 "
                 "images, 64/16/20 train/val/test classes",
     files=("images",),  # ImageNet's terms allow no public download
@@ -333,6 +340,7 @@ DATASETS.register("mini-imagenet", DatasetSpec(
 ))
 DATASETS.register("cifar-fs", DatasetSpec(
     name="cifar-fs",
+    auxiliary=_splits_of(CIFAR_ARCHIVE, "cifar-fs", "cifar-fs", "json"),
     description="CIFAR-FS (Bertinetto et al. 2019): all 60,000 CIFAR-100 images, 64/16/20 train/val/test classes",
     files=(CIFAR_ARCHIVE,),
     urls={CIFAR_ARCHIVE: CIFAR_URL},
@@ -341,6 +349,7 @@ DATASETS.register("cifar-fs", DatasetSpec(
 ))
 DATASETS.register("fc100", DatasetSpec(
     name="fc100",
+    auxiliary=_splits_of(CIFAR_ARCHIVE, "fc100", "fc100", "json"),
     description="FC100 (Oreshkin et al. 2018): all 60,000 CIFAR-100 images split by superclass, 12/4/4 "
                 "superclasses = 60/20/20 classes",
     files=(CIFAR_ARCHIVE,),
@@ -350,6 +359,7 @@ DATASETS.register("fc100", DatasetSpec(
 ))
 DATASETS.register("cub", DatasetSpec(
     name="cub",
+    auxiliary=_splits_of(CUB_ARCHIVE, "cub", "cub", "json"),
     description="CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species, 100/50/50 "
                 "train/val/test classes",
     files=(CUB_ARCHIVE,),

@@ -40,6 +40,9 @@ class DatasetSpec:
     build: Callable[[dict[str, Path]], "object"]  # resolved files -> datasets.Dataset
     urls: dict[str, str] = field(default_factory=dict)  # canonical downloads, by file name
     columns: tuple[str, ...] = ("image", "label")
+    # other files the build reads that resolve_source does not hand it (split files found beside the
+    # data); their checksums join the sources', so a changed split file makes prepare rebuild
+    auxiliary: Callable[[dict[str, Path]], dict[str, Path]] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -194,6 +197,9 @@ def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | 
             if p.suffix == ".zip":
                 open_zip(p).close()
         source_sums[fname] = digest
+    if spec.auxiliary:
+        for key, p in spec.auxiliary(files).items():
+            source_sums[key] = sha256_tree(p)
 
     existing = read_manifest(final)
     if existing and not force and existing.get("source_sha256") == source_sums \
