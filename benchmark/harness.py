@@ -84,6 +84,20 @@ class Prepared:
     data_fingerprints: dict[str, str] = field(default_factory=dict)
 
 
+def on_device_if_it_fits(view: EpisodeView, device: torch.device, headroom: float = 0.5) -> EpisodeView:
+    """Keep a split's images on the GPU when they take at most `headroom` of its free memory; otherwise
+    episodes are gathered on the CPU (pinned) and copied over, slower but never out of memory."""
+    if device.type != "cuda":
+        return view.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if view.images.numel() * view.images.element_size() <= headroom * free:
+        return view.to(device)
+    print(f"note: split {view.label} ({view.images.numel() / 2**30:.1f} GiB) stays in host memory; "
+          f"episodes are copied to {device} as they are drawn")
+    return EpisodeView(view.label, view.images.pin_memory(), view.offsets, view.counts, view.classes,
+                       view.mean, view.std, view.data_fingerprint)
+
+
 def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None = None,
                 data_dir: str | None = None) -> Prepared:
     if not protocol.is_single_stage:
@@ -94,7 +108,7 @@ def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None
     for role, split in (("train", protocol.train), ("test", protocol.test)):
         store = load_store(split.dataset, protocol.image_size, protocol.channels, data_dir)
         fps[store.name] = store.fingerprint
-        views[role] = build_view(store, split).to(device)
+        views[role] = on_device_if_it_fits(build_view(store, split), device)
     n = n_episodes or protocol.test_episodes
     key = f"{protocol.name}:v{protocol.version}:test"
     eps = fixed_episodes(views["test"], protocol.episode, key, n)
@@ -121,15 +135,16 @@ def train(model: MetaLearner, prep: Prepared, steps: int, seed: int, device: tor
     if model.training_data == "episodes":
         sampler = EpisodeSampler(prep.train, model.train_spec(prep.protocol))
         mb = model.hp["meta_batch"]
-        draw = lambda g: sampler.sample(mb, g)  # noqa: E731
+        draw = lambda g: sampler.sample(mb, g).to(device)  # noqa: E731
     elif model.training_data == "batches":
         images = ImageBatchSampler(prep.train)
         bs = model.hp["batch_size"]
-        draw = lambda g: images.sample(bs, g)  # noqa: E731
+        draw = lambda g: tuple(t.to(device) for t in images.sample(bs, g))  # noqa: E731
     else:
         raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', not {model.training_data!r}")
     place(model, device)
-    loader = DataLoader(_Stream(draw, steps, seed, device), batch_size=None, num_workers=0)
+    # the generator lives where the images are, so sampling happens there
+    loader = DataLoader(_Stream(draw, steps, seed, prep.train.device), batch_size=None, num_workers=0)
     with _quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
@@ -188,7 +203,7 @@ def evaluate_model(model: MetaLearner, prep: Prepared, device: torch.device, sta
     with torch.no_grad(), tqdm(total=stop - start, desc="test episodes", unit="ep", disable=not progress,
                                leave=False) as bar:
         for i in range(start, stop, step):
-            ep = sampler.episodes(prep.episodes, i, min(i + step, stop))
+            ep = sampler.episodes(prep.episodes, i, min(i + step, stop)).to(device)
             logits = model.predict_episodes(ep)
             want = (ep.batch_size, ep.query_y.shape[1], ep.ways)
             if tuple(logits.shape) != want:

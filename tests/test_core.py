@@ -493,3 +493,17 @@ def test_protonet_predict_on_separable_data_is_perfect():
         qx = torch.stack([ep.support_x[b][ep.query_y[b]] for b in range(3)])
         logits = model.predict(ep.support_x, ep.support_y, qx, 4)
     assert torch.equal(logits.argmax(-1), ep.query_y)
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (84, 3)])
+def test_resnet12_backbone_feeds_a_method(size, channels):
+    from benchmark.algorithms import TaskInfo
+    from benchmark.backbones import make_backbone
+    from baselines.protonet import ProtoNet
+
+    net = make_backbone("resnet12", channels, size)
+    assert net(torch.randn(2, channels, size, size)).shape == (2, 640)
+    model = ProtoNet(TaskInfo(5, 1, 2, size, channels, 10), backbone="resnet12").eval()
+    sx, sy = torch.randn(1, 5, channels, size, size), torch.arange(5).view(1, 5)
+    with torch.no_grad():
+        assert model.predict(sx, sy, torch.randn(1, 10, channels, size, size), 5).shape == (1, 10, 5)
