@@ -3,14 +3,12 @@ episodes, and turn the per-episode accuracies into a validated result record."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata as md
 import logging
 import math
 import os
 import platform
 import subprocess
-import sys
 import time
 import uuid
 import warnings
@@ -25,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from . import paths
 from .algorithms import ALGORITHMS, MetaLearner, TaskInfo
+from .data.prepare import sha256_file
 from .episodes import EpisodeSampler, FixedEpisodes, ImageBatchSampler, fixed_episodes
 from .protocols import PROTOCOLS, Protocol
 from .results import write_record
@@ -248,14 +247,6 @@ def device_info(device: torch.device) -> dict:
                 "precision": "fp32 (TF32 matmul and convolution allowed)"}
     return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "precision": "fp32"}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 CHECKPOINTS = "checkpoints"  # beside the records, so a results folder carries what `bench verify` needs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
+
 
 import numpy as np
 import pytest
