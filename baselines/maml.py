@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from benchmark.algorithms import MetaLearner, register
+from benchmark.algorithms import HParamError, MetaLearner, register
 from benchmark.backbones import make_backbone
 
 
@@ -40,14 +40,12 @@ class MAML(MetaLearner):
         self.net = _Net(self.hp["backbone"], task.channels, task.image_size, task.ways)
 
     @classmethod
-    def supports(cls, protocol):
-        return None
-
-    def train_spec(self, protocol):
-        spec = super().train_spec(protocol)
+    def training_episodes(cls, hp, protocol):
+        spec = super().training_episodes(hp, protocol)
         if spec.ways != protocol.episode.ways:
             # the head has one output per test-time way; training on another way count has no meaning here
-            raise ValueError("maml trains with the protocol's ways (its head has one output per way)")
+            raise HParamError(f"maml trains with the protocol's {protocol.episode.ways} ways (its head has one "
+                              f"output per way); drop train_ways={spec.ways}")
         return spec
 
     def _loss(self, params, buffers, x, y):

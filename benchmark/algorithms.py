@@ -84,10 +84,14 @@ class MetaLearner(pl.LightningModule):
         """None if the method can run the protocol, else the reason it cannot."""
         return None
 
-    def train_spec(self, protocol: Protocol) -> EpisodeSpec:
+    @classmethod
+    def training_episodes(cls, hp: dict[str, Any], protocol: Protocol) -> EpisodeSpec:
+        """The episode shape this method trains on; raise HParamError for a combination it cannot train."""
         e = protocol.episode
-        return EpisodeSpec(self.hp["train_ways"] or e.ways, self.hp["train_shots"] or e.shots,
-                           self.hp["train_queries"] or e.queries)
+        return EpisodeSpec(hp["train_ways"] or e.ways, hp["train_shots"] or e.shots, hp["train_queries"] or e.queries)
+
+    def train_spec(self, protocol: Protocol) -> EpisodeSpec:
+        return self.training_episodes(self.hp, protocol)
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                 ways: int) -> torch.Tensor:

@@ -301,6 +301,9 @@ def run_many(method: str, protocols: list[str], seeds: tuple[int, ...] | None = 
         if why:
             raise BenchError(f"method {method} cannot run protocol {p.name}: {why}")
     hp = cls.resolve_hparams(hparams or {})
+    if cls.training_data == "episodes":
+        for p in protos:
+            cls.training_episodes(hp, p)  # a bad combination fails here, before any data is loaded
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -308,6 +311,12 @@ def run_many(method: str, protocols: list[str], seeds: tuple[int, ...] | None = 
         torch.backends.cudnn.benchmark = True
     seeds = tuple(seeds) if seeds else first.seeds
     steps = first.train_steps if train_steps is None else train_steps
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"--seeds lists a seed twice ({list(seeds)}); each seed is one training run")
+    if episodes is not None and episodes < 1:
+        raise BenchError(f"--episodes must be at least 1 (got {episodes}); protocols use {first.test_episodes}")
+    if steps < 0:
+        raise BenchError(f"--train-steps must be 0 or more (got {steps})")
     preps = [prepare_run(p, dev, episodes, data_dir) for p in protos]
     base_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]

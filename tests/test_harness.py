@@ -261,6 +261,18 @@ def test_cli_unknown_hparam(fake_prepared, tmp_path, capsys):
     assert rc == 2 and "learning_rate" in err and "lr_step" in err
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["--episodes", "0"], "--episodes must be at least 1"),
+    (["--seeds", "3", "3"], "lists a seed twice"),
+    (["--train-steps", "-5"], "--train-steps must be 0 or more"),
+    (["--method", "maml", "--hparam", "train_ways=10"], "drop train_ways=10"),
+])
+def test_cli_rejects_bad_run_settings(fake_prepared, tmp_path, capsys, args, needle):
+    rc = main(["evaluate", *args, "--data-dir", str(fake_prepared), "--results", str(tmp_path / "r"), "--quiet"])
+    assert rc == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
 def test_cli_cuda_without_a_gpu(fake_prepared, tmp_path, capsys):
     rc = main(["evaluate", "--device", "cuda", "--data-dir", str(fake_prepared), "--results", str(tmp_path / "r")])
