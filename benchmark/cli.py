@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the submission file, if it is no longer where the record says")
     _add_data_dir(vf)
 
+    cp = sub.add_parser("compare", help="paired comparison of two records on the same test episodes",
+                        description="Is A better than B, by how much, and with what confidence? Compares two "
+                        "records of the same protocol episode by episode: the mean difference with its 95%% CI, "
+                        "a paired t-test and the Wilcoxon signed-rank test the leaderboard ranks with.")
+    cp.add_argument("a", help="record A (a results/.../<run>.json file)")
+    cp.add_argument("b", help="record B")
+
     lb = sub.add_parser("leaderboard", help="open the leaderboard web page over a results folder")
     lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     lb.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
@@ -223,6 +230,41 @@ def cmd_perf(args, ap) -> int:
     return perf_main(args)
 
 
+def cmd_compare(args, ap) -> int:
+    from .ranking import RANK_ALPHA, NotPairable, compare, episode_means, significantly_different
+    from .results import InvalidRecord, read_record
+    from .stats import mean_ci
+    recs = []
+    for path in (args.a, args.b):
+        try:
+            recs.append(read_record(path))
+        except (OSError, InvalidRecord) as e:
+            print(f"bench: error: {path}: {e}", file=sys.stderr)
+            return 2
+    a, b = recs
+    try:
+        test = compare(a, b)
+    except NotPairable as e:
+        print(f"bench: error: the records cannot be compared episode by episode: {e}", file=sys.stderr)
+        return 2
+    diff = mean_ci(episode_means(a) - episode_means(b))
+    for tag, r in (("A", a), ("B", b)):
+        s = r["summary"]
+        ci = f"{100 * s['ci95']:.2f}" if s["ci95"] is not None else "n/a"
+        print(f"{tag}: {r['method']['name']:<14} {r['protocol']['name']} v{r['protocol']['version']}  "
+              f"{100 * s['mean']:.2f} +/- {ci}%  ({r['run_id']})")
+    print(f"difference A - B: {100 * diff.mean:+.2f} +/- {100 * diff.ci95:.2f} points "
+          f"(95% CI over {diff.n} paired episodes)")
+    print(f"paired t-test p = {test.t_pvalue:.3g}; Wilcoxon signed-rank p = {test.wilcoxon_pvalue:.3g}")
+    if significantly_different(test):
+        better, worse = ("A", "B") if test.mean_diff > 0 else ("B", "A")
+        print(f"{better} is significantly better than {worse} (Wilcoxon, alpha = {RANK_ALPHA}).")
+    else:
+        print(f"no significant difference (Wilcoxon, alpha = {RANK_ALPHA}): on the leaderboard they share a rank "
+              f"when one of them leads.")
+    return 0
+
+
 def cmd_leaderboard(args, ap) -> int:
     from .serve import launch
     return launch(paths.results_dir(args.results), port=args.port)
@@ -250,7 +292,7 @@ def cmd_verify(args, ap) -> int:
 
 
 COMMANDS = {"evaluate": cmd_evaluate, "data": cmd_data, "list": cmd_list, "perf": cmd_perf,
-            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify}
+            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify, "compare": cmd_compare}
 
 if __name__ == "__main__":
     sys.exit(main())

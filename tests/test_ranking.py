@@ -194,3 +194,28 @@ def test_the_page_can_state_the_test():
 
 def test_record_strings_cannot_format_the_page():
     assert ranking.md_escape("a_b $x$ :tada: [l](u)") == r"a\_b \$x\$ \:tada\: \[l\]\(u\)"
+
+
+def test_bench_compare_reports_the_paired_difference(tmp_path, capsys):
+    from benchmark.cli import main
+
+    accs = paired_accuracies({"A": 0.80, "B": 0.70, "C": 0.801}, n=200, seed=3)
+    paths = {m: write(tmp_path, make_record(m, "omniglot-5w1s", accs[m])) for m in accs}
+    assert main(["compare", str(paths["A"]), str(paths["B"])]) == 0
+    out = capsys.readouterr().out
+    diff = np.asarray(accs["A"]) - np.asarray(accs["B"])
+    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert f"{100 * diff.mean():+.2f} +/- {100 * half:.2f} points" in out
+    assert f"Wilcoxon signed-rank p = {stats.wilcoxon(accs['A'], accs['B']).pvalue:.3g}" in out
+    assert "A is significantly better than B" in out
+    assert main(["compare", str(paths["A"]), str(paths["C"])]) == 0
+    assert "no significant difference" in capsys.readouterr().out
+
+
+def test_bench_compare_refuses_unpaired_records(tmp_path, capsys):
+    from benchmark.cli import main
+
+    a = write(tmp_path, make_record("A", "omniglot-5w1s", [0.8, 0.9, 0.7]))
+    b = write(tmp_path, make_record("B", "omniglot-5w5s", [0.8, 0.9, 0.7], shots=5))
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "different protocols" in capsys.readouterr().err
