@@ -30,6 +30,10 @@ class Registry(Generic[T]):
 
         return add if item is None else add(item)
 
+    def unregister(self, name: str) -> None:
+        """Forget a name (tests and the submission loader undo temporary registrations with it)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

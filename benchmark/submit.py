@@ -96,7 +96,7 @@ def _import_file(path: Path, data: bytes):
         # a submission must not register itself; undo it so the built-in registry stays as it was
         added = [n for n in ALGORITHMS if n not in before]
         for n in added:
-            ALGORITHMS._items.pop(n, None)
+            ALGORITHMS.unregister(n)
     module.__dict__["__metabench_registered__"] = added
     return module
 

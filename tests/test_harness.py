@@ -51,7 +51,7 @@ def tiny_backbone():
     """Registers the `tiny` backbone for this module's tests and removes it afterwards."""
     BACKBONES.register("tiny", TinyBackbone)
     yield "tiny"
-    BACKBONES._items.pop("tiny", None)
+    BACKBONES.unregister("tiny")
 
 
 def quiet(_msg: str) -> None:
