@@ -157,12 +157,15 @@ class PreparedData:
     name: str
     path: Path
     manifest: dict
+    loaded: object = field(default=None, compare=False, repr=False)  # a dataset already in memory (hub, foreign)
 
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
     def dataset(self):
+        if self.loaded is not None:
+            return self.loaded
         import datasets  # heavy; only needed when images must be decoded
         return datasets.load_from_disk(str(self.path / "data"))
 
@@ -282,9 +285,7 @@ def _adopt_foreign(name: str, where, local: bool) -> PreparedData:
             raise DataError(f"{where!r} has no {col!r} column (it has {ds.column_names}).")
     manifest = {"name": name, "fingerprint": ds._fingerprint, "rows": len(ds), "columns": ds.column_names,
                 "foreign": str(where)}
-    holder = PreparedData(name, Path(str(where)), manifest)
-    object.__setattr__(holder, "dataset", lambda: ds)
-    return holder
+    return PreparedData(name, Path(str(where)), manifest, loaded=ds)
 
 
 def read_manifest_if_prepared(name: str, data_dir: str | os.PathLike | None = None) -> dict | None:
