@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="train a method on a protocol and score it on the fixed test episodes",
                         description="Train METHOD on PROTOCOL's meta-training split, evaluate it on the "
-                        "protocol's fixed test episodes, print mean +/- 95%% CI and write a result record to "
+                        "protocol's fixed test episodes, print mean +/- 95% CI and write a result record to "
                         "results/<setting>/<protocol>/<method>/<run>.json.")
     ev.add_argument("--method", default="protonet", help="a registered method (default: protonet; see `bench list`)")
     ev.add_argument("--protocol", nargs="+", default=["omniglot-5w1s"],
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compare", help="paired comparison of two records on the same test episodes",
                         description="Is A better than B, by how much, and with what confidence? Compares two "
-                        "records of the same protocol episode by episode: the mean difference with its 95%% CI, "
+                        "records of the same protocol episode by episode: the mean difference with its 95% CI, "
                         "a paired t-test and the Wilcoxon signed-rank test the leaderboard ranks with.")
     cp.add_argument("a", help="record A (a results/.../<run>.json file)")
     cp.add_argument("b", help="record B")
