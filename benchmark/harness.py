@@ -98,16 +98,22 @@ def on_device_if_it_fits(view: EpisodeView, device: torch.device, headroom: floa
 
 
 def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None = None,
-                data_dir: str | None = None) -> Prepared:
+                data_dir: str | None = None, built: dict | None = None) -> Prepared:
+    """Views and fixed test episodes for one protocol. `built` shares views between protocols of one
+    run (the Caltech-101 -> PACS protocols share their training split), so each is built and moved once."""
     if not protocol.is_single_stage:
         raise BenchError(f"protocol {protocol.name} has {len(protocol.stages)} stages; the harness runs "
                          f"single-stage protocols (few-shot, cross-domain) for now.")
+    built = {} if built is None else built
     views = {}
     fps = {}
     for role, split in (("train", protocol.train), ("test", protocol.test)):
         store = load_store(split.dataset, protocol.image_size, protocol.channels, data_dir)
         fps[store.name] = store.fingerprint
-        views[role] = on_device_if_it_fits(build_view(store, split), device)
+        key = (split, protocol.image_size, protocol.channels)
+        if key not in built:
+            built[key] = on_device_if_it_fits(build_view(store, split), device)
+        views[role] = built[key]
     n = n_episodes or protocol.test_episodes
     key = f"{protocol.name}:v{protocol.version}:test"
     eps = fixed_episodes(views["test"], protocol.episode, key, n)
@@ -317,7 +323,8 @@ def run_many(method: str, protocols: list[str], seeds: tuple[int, ...] | None = 
         raise BenchError(f"--episodes must be at least 1 (got {episodes}); protocols use {first.test_episodes}")
     if steps < 0:
         raise BenchError(f"--train-steps must be 0 or more (got {steps})")
-    preps = [prepare_run(p, dev, episodes, data_dir) for p in protos]
+    built: dict = {}
+    preps = [prepare_run(p, dev, episodes, data_dir, built) for p in protos]
     base_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]
     res_root = paths.results_dir(results_dir)
