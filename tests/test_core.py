@@ -128,7 +128,7 @@ def harness_record(make_view, monkeypatch):
     """make(seeds, episodes) -> a record made by harness.run (synthetic data, no training, not written)."""
     proto = PROTOCOLS.get("omniglot-5w1s")
 
-    def fake_prepare_run(protocol, device, n_episodes=None, data_dir=None):
+    def fake_prepare_run(protocol, device, n_episodes=None, data_dir=None, built=None):
         view = make_view([20 + i % 3 for i in range(12)], label="synthetic/test")
         eps = fixed_episodes(view, protocol.episode, f"{protocol.name}:v{protocol.version}:test", n_episodes)
         return harness.Prepared(protocol, view, view, eps, {"omniglot": "f" * 64})
