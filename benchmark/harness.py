@@ -40,11 +40,17 @@ class TrainingDiverged(BenchError):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The device to run on, with the CUDA numerics every run and measurement here uses (TF32 allowed,
+    cuDNN autotuning), so records, verification and `bench perf` agree."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device {name}: no CUDA device is visible here. Use --device cpu or auto.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {name}: no CUDA device is visible here. Use --device cpu or auto.")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     return dev
 
 
@@ -311,10 +317,6 @@ def run_many(method: str, protocols: list[str], seeds: tuple[int, ...] | None = 
         for p in protos:
             cls.training_episodes(hp, p)  # a bad combination fails here, before any data is loaded
     dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     seeds = tuple(seeds) if seeds else first.seeds
     steps = first.train_steps if train_steps is None else train_steps
     if len(set(seeds)) != len(seeds):

@@ -114,10 +114,6 @@ def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, l
 def main(args) -> int:
     from .harness import environment, device_info, resolve_device
     dev = resolve_device(args.device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     result = {"device": device_info(dev), "environment": environment(),
               "maml": maml_speed(dev, args.data_dir, args.tasks, args.inner_steps, args.repeats),
               "protonet": protonet_speed(dev, args.data_dir, args.eval_episodes, args.eval_batch, args.repeats)}
