@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.algorithms import MetaLearner, prototypes, register
-from benchmark.backbones import make_backbone
+from benchmark.methods import MetaLearner, make_backbone, prototypes, register
 
 
 def cosine_logits(features: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:

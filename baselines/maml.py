@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from benchmark.algorithms import HParamError, MetaLearner, register
-from benchmark.backbones import make_backbone
+from benchmark.methods import HParamError, MetaLearner, make_backbone, register
 
 
 class _Net(nn.Module):

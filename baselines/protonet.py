@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmark.algorithms import MetaLearner, prototypes, register
-from benchmark.backbones import make_backbone
+from benchmark.methods import MetaLearner, make_backbone, prototypes, register
 
 
 @register

@@ -3,7 +3,7 @@
 Run with `streamlit run leaderboards/app.py -- --results DIR` or `bench leaderboard`. The results
 folder comes from --results, else $BENCH_RESULTS_DIR, else ./results. The page only reads result
 records (JSON); it never imports or runs submitted code. Everything it shows is computed in
-benchmark.ranking, so this file is layout only.
+benchmark.page, so this file is layout only.
 """
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 
 try:
-    from benchmark import ranking
+    import benchmark  # noqa: F401
 except ModuleNotFoundError:
     # `streamlit run leaderboards/app.py` from a checkout puts only leaderboards/ on sys.path.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmark import ranking
+from benchmark.page import board as boards
+from benchmark.page import tables
+from benchmark.stats.ranking import RANKING_RULE
 
 import altair as alt
 import pandas as pd
@@ -40,13 +42,13 @@ def folder_signature(folder: Path) -> tuple:
 
 
 @st.cache_data(show_spinner="Reading result records…", max_entries=8)
-def load_board(folder: str, latest_only: bool, signature: tuple) -> ranking.Board:
-    return ranking.load(folder, latest_only=latest_only)
+def load_board(folder: str, latest_only: bool, signature: tuple) -> boards.Board:
+    return boards.load(folder, latest_only=latest_only)
 
 
 def sidebar(table: pd.DataFrame) -> dict:
     st.sidebar.header("Filters")
-    opts = ranking.filter_options(table)
+    opts = tables.filter_options(table)
     chosen = {
         "ways": st.sidebar.multiselect("Ways", opts["ways"], placeholder="all"),
         "shots": st.sidebar.multiselect("Shots", opts["shots"], placeholder="all"),
@@ -59,7 +61,7 @@ def sidebar(table: pd.DataFrame) -> dict:
     return chosen
 
 
-def show_warnings(board: ranking.Board) -> None:
+def show_warnings(board: boards.Board) -> None:
     if not board.warnings:
         return
     n = len(board.warnings)
@@ -72,13 +74,12 @@ def show_warnings(board: ranking.Board) -> None:
 def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
     first = rows.iloc[0]
     versions = sorted(rows["version"].unique())
-    esc = ranking.md_escape
+    esc = tables.md_escape
     st.subheader(f"{esc(protocol)} (v{', v'.join(map(str, versions))})")
     st.caption(f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
                f"images {first['image_size']} px · datasets: {esc(first['datasets'] or '—')} · "
-               f"test split: {esc(first['test_split'])} · test episodes: {first['n_episodes']} "
-               f"(fingerprint {esc(first['episodes_fingerprint'][:12])})")
-    shown = ranking.display_table(rows)
+               f"test split: {esc(first['test_split'])} · test episodes: {first['n_units']}")
+    shown = tables.display_table(rows)
     st.dataframe(shown, hide_index=True, placeholder="—", column_config={
         "Rank": st.column_config.NumberColumn(help="Ranks with ties; see the rule above", format="%d"),
         "Accuracy (%)": st.column_config.TextColumn(help="mean ± 95% CI half-width over test episodes"),
@@ -91,9 +92,9 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
     })
     name = f"{setting}_{protocol}"
     left, right, _ = st.columns([1, 1, 6])
-    left.download_button("Download CSV", ranking.to_csv(shown), file_name=f"{name}.csv", mime="text/csv",
+    left.download_button("Download CSV", tables.to_csv(shown), file_name=f"{name}.csv", mime="text/csv",
                          key=f"csv-{setting}-{protocol}", on_click="ignore")
-    right.download_button("Download JSON", ranking.to_json(shown), file_name=f"{name}.json",
+    right.download_button("Download JSON", tables.to_json(shown), file_name=f"{name}.json",
                           mime="application/json", key=f"json-{setting}-{protocol}", on_click="ignore")
 
 
@@ -122,9 +123,9 @@ def plots(setting: str, rows: pd.DataFrame) -> None:
     st.markdown("#### Accuracy vs shots")
     families = sorted(rows["family"].unique())
     family = st.selectbox("Datasets and ways", families, key=f"family-{setting}")
-    curve = ranking.shots_curve(rows[rows["family"] == family])
+    curve = tables.shots_curve(rows[rows["family"] == family])
     tooltip = ["entry", "protocol", "shots", alt.Tooltip("accuracy:Q", format=".2f"),
-               alt.Tooltip("ci95:Q", format=".2f", title="± CI95"), "n_episodes"]
+               alt.Tooltip("ci95:Q", format=".2f", title="± CI95"), "n_units"]
     x = alt.X("shots:O", title="shots", axis=alt.Axis(labelAngle=0))
     st.altair_chart(error_bar_chart(curve, x, tooltip, line=True), width="stretch", key=f"shots-{setting}")
     st.caption("Error bars: 95% CI over test episodes.")
@@ -132,7 +133,7 @@ def plots(setting: str, rows: pd.DataFrame) -> None:
     st.markdown("#### Accuracy vs compute")
     protocols = sorted(rows["protocol"].unique())
     protocol = st.selectbox("Protocol", protocols, key=f"compute-protocol-{setting}")
-    scatter = ranking.compute_scatter(rows[rows["protocol"] == protocol])
+    scatter = tables.compute_scatter(rows[rows["protocol"] == protocol])
     tooltip = ["entry", alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("ci95:Q", format=".2f", title="± CI95"),
                alt.Tooltip("train_time_s:Q", format=".1f"), alt.Tooltip("eval_time_s:Q", format=".1f"), "device"]
     x = alt.X("total_time_s:Q", title="train + eval time (s, log scale)", scale=alt.Scale(type="log"))
@@ -143,24 +144,24 @@ def plots(setting: str, rows: pd.DataFrame) -> None:
 def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict]) -> None:
     st.markdown("#### Method detail")
     ordered = rows.sort_values(["protocol", "rank", "mean"], ascending=[True, True, False], na_position="last")
-    labels = {ranking.record_label(r): r["path"] for _, r in ordered.iterrows()}
+    labels = {tables.record_label(r): r["path"] for _, r in ordered.iterrows()}
     label = st.selectbox("Record", list(labels), key=f"detail-{setting}")
     record = records[labels[label]]
     left, right = st.columns(2)
     with left:
-        hist = ranking.episode_histogram(record)
+        hist = tables.unit_histogram(record)
         chart = alt.Chart(hist).mark_bar().encode(
             x=alt.X("accuracy:Q", bin=alt.Bin(maxbins=25), title="episode accuracy (%), averaged over seeds"),
             y=alt.Y("count():Q", title="episodes"))
         mean_rule = alt.Chart(pd.DataFrame({"mean": [hist["accuracy"].mean()]})).mark_rule(
             color="red", strokeDash=[4, 3]).encode(x="mean:Q")
         st.altair_chart(chart + mean_rule, width="stretch", key=f"hist-{setting}")
-        st.caption(f"{len(hist)} test episodes; dashed line: mean. File: {ranking.md_escape(labels[label])}")
+        st.caption(f"{len(hist)} test episodes; dashed line: mean. File: {tables.md_escape(labels[label])}")
     with right:
-        st.json(ranking.provenance(record), expanded=2)
+        st.json(tables.provenance(record), expanded=2)
 
 
-def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, board: ranking.Board) -> None:
+def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, board: boards.Board) -> None:
     if not (everything["setting"] == setting).any():
         st.info(f"No results for {setting} yet.")
         return
@@ -184,16 +185,16 @@ def main() -> None:
                                           help="Off: only the most recent record per method, backbone "
                                                "and protocol version.")
     board = load_board(str(folder), latest_only, folder_signature(folder))
-    st.caption(f"Results folder: {ranking.md_escape(folder.resolve())} · {len(board.table)} record(s) shown · "
+    st.caption(f"Results folder: {tables.md_escape(folder.resolve())} · {len(board.table)} record(s) shown · "
                f"{len(board.warnings)} left out")
-    st.info(f"**How ranks are given.** {ranking.RANKING_RULE}")
+    st.info(f"**How ranks are given.** {RANKING_RULE}")
     show_warnings(board)
 
     chosen = sidebar(board.table)
-    shown = ranking.filter_table(board.table, chosen["ways"], chosen["shots"], chosen["backbones"],
+    shown = tables.filter_table(board.table, chosen["ways"], chosen["shots"], chosen["backbones"],
                                  chosen["datasets"])
     if chosen["rerank"]:
-        shown = ranking.rank(shown, board.records)
+        shown = boards.rank(shown, board.records)
 
     settings = board.settings
     for setting, tab in zip(settings, st.tabs(settings)):

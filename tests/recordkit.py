@@ -1,7 +1,7 @@
-"""Hand-made result records for tests: valid by construction, checked by benchmark.results.validate.
+"""Hand-made result records for tests: valid by construction, checked by benchmark.records.validate and its setting's checks.
 
 `make_record` builds a record from per-episode accuracies (one list per seed), filling in the
-summary the same way the harness must (benchmark.stats.mean_ci), so tests can state the exact
+summary the same way the harness must (benchmark.records.mean_ci), so tests can state the exact
 numbers they expect. `paired_accuracies` makes realistic, discrete episode accuracies for several
 methods on shared episodes, and `write` files a record where the leaderboard looks for it.
 """
@@ -17,8 +17,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from benchmark.results import record_path, validate, write_record
-from benchmark.stats import mean_ci
+from benchmark.records import mean_ci, record_path, validate, write_record
+from benchmark.settings import check_record
 
 
 def fingerprint(protocol: str, version: int = 1, salt: str = "") -> str:
@@ -73,14 +73,16 @@ def make_record(
         "train_time_s": train_time_s / len(per_seed),
         "eval_time_s": eval_time_s / len(per_seed),
         "checkpoint": None,
+        "selection": {"rule": "final"},
     } for seed, accs in zip(seeds, per_seed)]
     seed_means = [r["mean"] for r in runs]
     episode_means = np.mean(np.asarray(per_seed), axis=0)
     record = {
-        "schema_version": 1,
+        "schema_version": 2,
         "run_id": run_id or re.sub(r"[^A-Za-z0-9_.-]", "_", f"{method}-{protocol}-{created[:10]}"),
         "created": created,
         "kind": kind,
+        "setting": setting,
         "protocol": {
             "name": protocol, "version": version, "setting": setting, "ways": ways, "shots": shots,
             "queries": queries, "image_size": image_size,
@@ -88,7 +90,7 @@ def make_record(
             "test_split": "test", "test_episodes": n,
             "episodes_fingerprint": episodes_fingerprint or fingerprint(protocol, version),
         },
-        "method": {"name": method, "backbone": backbone, "hparams": dict(hparams or {"lr": 0.001})},
+        "method": {"name": method, "backbone": backbone, "hparams": dict(hparams or {"lr": 0.001}), "recipe": None},
         "seeds": seeds,
         "runs": runs,
         "summary": {
@@ -112,6 +114,7 @@ def make_record(
     if notes:
         record["notes"] = notes
     validate(record)
+    check_record(record)
     return record
 
 

@@ -8,10 +8,15 @@ import socket
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from benchmark import ranking, serve
+from benchmark.cli import serve
+from benchmark.settings import SETTINGS
+from benchmark.page import board as boards
+from benchmark.page import tables
+from benchmark.stats import ranking
 from recordkit import DEMO_BAD, make_record, populate_demo, write
 
 APP = Path(__file__).resolve().parents[1] / "leaderboards" / "app.py"
@@ -59,10 +64,15 @@ def test_table_shows_methods_with_cis_and_ranks(app):
     assert cross["Method"].tolist() == ["ProtoNet", "Baseline"]
 
 
-def test_tabs_and_empty_tab_message(app):
-    assert [t.label for t in app.tabs] == ["few-shot", "cross-domain", "continual"]
-    continual = app.tabs[2]
-    assert any("No results for continual yet" in i.value for i in continual.info)
+def test_tabs_and_empty_tab_message(app, tmp_path, monkeypatch):
+    assert [t.label for t in app.tabs] == ["few-shot", "cross-domain"]  # the registered settings, in order
+    only_few_shot = tmp_path / "only-few-shot"
+    write(only_few_shot, make_record("A", "omniglot-5w1s", [0.5, 0.6, 0.7]))
+    monkeypatch.setenv("BENCH_RESULTS_DIR", str(only_few_shot))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("No results for cross-domain yet" in i.value for i in at.tabs[1].info)
 
 
 def test_page_states_the_ranking_test(app):
@@ -100,8 +110,8 @@ def test_empty_results_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(tmp_path / "nothing-here"))
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
-    assert len(at.tabs) == 3 and not at.warning
-    assert sum("No results for" in i.value for i in at.info) == 3
+    assert len(at.tabs) == len(SETTINGS) and not at.warning
+    assert sum("No results for" in i.value for i in at.info) == len(SETTINGS)
 
 
 def test_serve_builds_the_streamlit_command(tmp_path):
@@ -128,7 +138,7 @@ def test_show_all_records_lists_superseded_runs(tmp_path, monkeypatch):
     assert not at.exception
     table = table_for(at, "omniglot-5w1s")
     old_row = table[table["Run"] == "old-a"].iloc[0]
-    assert old_row["Rank"] is ranking.pd.NA and "superseded" in old_row["Note"]
+    assert old_row["Rank"] is pd.NA and "superseded" in old_row["Note"]
     assert table[table["Method"] != "Edited"]["Rank"].dropna().tolist() == [1, 1, 2]
 
 

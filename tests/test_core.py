@@ -12,14 +12,19 @@ import pytest
 import torch
 from scipy import stats as st
 
-from benchmark import harness, results
+from benchmark import records as results
+from benchmark.core.errors import BenchError
+from benchmark.core.files import atomic_write_text
+from benchmark import settings as harness
+from benchmark.settings import episodic, episodic_training
 from benchmark.algorithms import HParamError, MetaLearner, TaskInfo, prototypes
 from benchmark.data import DataError
 from benchmark.episodes import EpisodeSampler, ImageBatchSampler, check_fillable, fixed_episodes
 from benchmark.protocols import PROTOCOLS, EpisodeSpec
-from benchmark.registry import Registry, UnknownName
-from benchmark.results import InvalidRecord
-from benchmark.stats import mean_ci, paired_test
+from benchmark.core.registry import Registry, UnknownName
+from benchmark.records import InvalidRecord
+from benchmark.records import mean_ci
+from benchmark.stats import paired_test
 
 # ---- registry ------------------------------------------------------------------------------------
 
@@ -128,12 +133,12 @@ def harness_record(make_view, monkeypatch):
     """make(seeds, episodes) -> a record made by harness.run (synthetic data, no training, not written)."""
     proto = PROTOCOLS.get("omniglot-5w1s")
 
-    def fake_prepare_run(protocol, device, n_episodes=None, data_dir=None, built=None):
+    def fake_prepare_run(protocol, device, n_episodes=None, data_dir=None, built=None, val_episodes=0):
         view = make_view([20 + i % 3 for i in range(12)], label="synthetic/test")
         eps = fixed_episodes(view, protocol.episode, f"{protocol.name}:v{protocol.version}:test", n_episodes)
         return harness.Prepared(protocol, view, view, eps, {"omniglot": "f" * 64})
 
-    monkeypatch.setattr(harness, "prepare_run", fake_prepare_run)
+    monkeypatch.setattr(episodic_training, "prepare_run", fake_prepare_run)
 
     def make(seeds=(0,), episodes=6):
         record, path = harness.run("pixelproto", proto.name, seeds=seeds, episodes=episodes, train_steps=0,
@@ -145,16 +150,22 @@ def harness_record(make_view, monkeypatch):
     return make
 
 
+def check(rec):
+    """The whole of a record's checks: the envelope (records) and its setting's section (settings)."""
+    results.validate(rec)
+    harness.check_record(rec)
+
+
 def test_schema_loads_from_the_installed_package():
-    """`results.schema()` reads schema/result.schema.json through importlib.resources; it must work in
-    the editable install the project is developed and tested in (every record write goes through it)."""
-    sch = results.schema()
-    assert sch["$id"] == "metabench/result/v1"
+    """`records.schema()` reads records/schema/result-v2.schema.json from the package folder; it must work
+    in the editable install the project is developed and tested in (every record write goes through it)."""
+    assert results.schema()["$id"] == "metabench/result/v2"
+    assert results.schema(1)["$id"] == "metabench/result/v1"  # still read, to migrate old records
 
 
 def test_schema_accepts_a_harness_record(harness_record):
     rec = harness_record(seeds=(0,), episodes=6)
-    results.validate(rec)
+    check(rec)
     assert rec["runs"][0]["n"] == 6 and rec["summary"]["seed_ci95"] is None
     json.loads(json.dumps(rec))  # plain JSON throughout
 
@@ -163,11 +174,11 @@ def test_schema_rejects_a_missing_field(harness_record):
     rec = harness_record()
     del rec["summary"]
     with pytest.raises(InvalidRecord, match="summary"):
-        results.validate(rec)
+        check(rec)
     rec = harness_record()
     del rec["runs"][0]["episode_accuracies"]
     with pytest.raises(InvalidRecord, match="episode_accuracies"):
-        results.validate(rec)
+        check(rec)
 
 
 def test_validate_rejects_a_mean_that_does_not_match_its_episodes(harness_record):
@@ -176,25 +187,25 @@ def test_validate_rejects_a_mean_that_does_not_match_its_episodes(harness_record
     run["mean"] = min(1.0, run["mean"] + 0.01) if run["mean"] < 0.99 else run["mean"] - 0.01
     rec["summary"]["mean"] = run["mean"]
     with pytest.raises(InvalidRecord, match="does not match its episode accuracies"):
-        results.validate(rec)
+        check(rec)
 
 
 def test_validate_rejects_an_n_mismatch(harness_record):
     rec = harness_record()
     rec["runs"][0]["n"] += 1
     with pytest.raises(InvalidRecord, match="n=7 but 6 episode accuracies"):
-        results.validate(rec)
+        check(rec)
 
 
 def test_validate_rejects_inconsistent_summary_and_seeds(harness_record):
     rec = harness_record(seeds=(0, 1), episodes=4)
     rec["seeds"] = [0, 2]
     with pytest.raises(InvalidRecord, match="seeds"):
-        results.validate(rec)
+        check(rec)
     rec = harness_record(seeds=(0, 1), episodes=4)
     rec["summary"]["n_seeds"] = 3
     with pytest.raises(InvalidRecord, match="n_seeds"):
-        results.validate(rec)
+        check(rec)
 
 
 def test_write_record_is_atomic_and_refuses_to_overwrite(harness_record, tmp_path):
@@ -217,16 +228,32 @@ def test_atomic_write_leaves_nothing_when_the_rename_fails(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        results.atomic_write_text(target, "{}")
+        atomic_write_text(target, "{}")
     assert list(target.parent.iterdir()) == []
 
 
 def test_write_record_refuses_an_invalid_record(harness_record, tmp_path):
     rec = harness_record()
-    rec["runs"][0]["n"] = 99
+    rec["summary"]["n_seeds"] = 99
     with pytest.raises(InvalidRecord):
         results.write_record(tmp_path, rec)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_the_run_refuses_to_write_an_inconsistent_section(harness_record, tmp_path, monkeypatch):
+    """The envelope is the records layer's to check; the setting's section is checked before writing too."""
+    real = episodic.Episodic.run_section
+
+    def off_by_one(self, scored):
+        out = real(self, scored)
+        out["n"] += 1
+        return out
+
+    monkeypatch.setattr(episodic.Episodic, "run_section", off_by_one)
+    with pytest.raises(BenchError, match="section is inconsistent"):
+        harness.run("pixelproto", "omniglot-5w1s", episodes=6, train_steps=0, device="cpu", method_cls=PixelProto,
+                    results_dir=str(tmp_path), log=lambda _m: None)
+    assert not any(p.suffix == ".json" for p in tmp_path.rglob("*"))
 
 
 # ---- samplers ------------------------------------------------------------------------------------

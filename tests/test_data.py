@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import paths
+from benchmark.core import paths
 from benchmark.data import DATASETS, DataError, load_prepared, prepare
 from benchmark.data.prepare import MANIFEST, open_zip
-from benchmark.registry import UnknownName
+from benchmark.core.registry import UnknownName
 
 
 def quiet(_msg: str) -> None:
@@ -353,7 +353,7 @@ def test_prepare_of_the_real_data_is_a_no_op_the_second_time(data_dir, shared_da
 @pytest.mark.parametrize("part", ["train", "val", "test"])
 def test_omniglot_split_matches_the_vinyals_files(shared_data, part):
     from benchmark.protocols import ROT4
-    from benchmark.splits import class_split
+    from benchmark.protocols import class_split
 
     lines = (shared_data / "splits" / "omniglot" / "vinyals" / f"{part}.txt").read_text().split()
     assert len(lines) == len(set(lines))
@@ -371,7 +371,7 @@ def test_omniglot_split_matches_the_vinyals_files(shared_data, part):
 
 @pytest.mark.integration
 def test_omniglot_split_parts_are_disjoint_and_cover_the_data(data_dir):
-    from benchmark.splits import class_split
+    from benchmark.protocols import class_split
 
     parts = class_split("omniglot-vinyals-v1")
     sets = {k: set(v) for k, v in parts.items()}
@@ -383,7 +383,7 @@ def test_omniglot_split_parts_are_disjoint_and_cover_the_data(data_dir):
 
 @pytest.mark.integration
 def test_caltech101_split_is_what_the_generator_gives(data_dir):
-    import benchmark.splits as splits
+    import benchmark.protocols.splits as splits
 
     classes = sorted(set(load_prepared("caltech101", data_dir).dataset()["label"]))
     stored = json.loads((Path(splits.__file__).parent / splits.SPLIT_FILES["caltech101-v1"]).read_text())

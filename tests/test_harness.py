@@ -13,11 +13,16 @@ from torch import nn
 
 import baselines  # noqa: F401  (registers the built-in methods)
 from baselines.protonet import ProtoNet
-from benchmark import harness, paths, results
+from benchmark import records as results
+from benchmark import settings as harness
+from benchmark.core import paths
 from benchmark.algorithms import ALGORITHMS
 from benchmark.backbones import BACKBONES
 from benchmark.cli import main
 from benchmark.data import DataError
+from benchmark.core.errors import BenchError
+from benchmark.run import TrainingDiverged
+from benchmark.core.files import sha256_file
 from benchmark.protocols import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage
 
 METHODS = list(ALGORITHMS)
@@ -79,7 +84,7 @@ def check_record(record: dict, path: Path, method: str, protocol: str, n: int, s
         assert np.allclose(np.round(accs / per_query) * per_query, accs, atol=1e-6)  # whole queries right
         assert run["mean"] == pytest.approx(accs.mean())
         ck = run["checkpoint"]
-        assert ck and Path(ck["path"]).is_file() and ck["sha256"] == harness.sha256_file(Path(ck["path"]))
+        assert ck and Path(ck["path"]).is_file() and ck["sha256"] == sha256_file(Path(ck["path"]))
 
 
 # ---- every (method, protocol) pair ---------------------------------------------------------------
@@ -108,7 +113,7 @@ def test_several_seeds(data_dir, tiny_backbone, tmp_path):
     assert record["summary"]["mean"] == pytest.approx(float(np.mean(seed_means)), abs=1e-12)
     assert record["summary"]["seed_ci95"] is not None and record["summary"]["seed_ci95"] >= 0
     per_episode = np.mean([r["episode_accuracies"] for r in record["runs"]], axis=0)
-    from benchmark.stats import mean_ci
+    from benchmark.records import mean_ci
     assert record["summary"]["ci95"] == pytest.approx(mean_ci(per_episode).ci95)
     assert record["runs"][0]["checkpoint"]["sha256"] != record["runs"][1]["checkpoint"]["sha256"]
 
@@ -186,7 +191,7 @@ class Picky(ProtoNet):
 
 @pytest.mark.integration
 def test_nan_loss_stops_training_and_writes_nothing(data_dir, tiny_backbone, tmp_path):
-    with pytest.raises(harness.TrainingDiverged, match="nan"):
+    with pytest.raises(TrainingDiverged, match="nan"):
         harness.run("nanproto", "omniglot-5w1s", episodes=4, train_steps=3, device="cpu", data_dir=str(data_dir),
                     results_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path / "c"), progress=False,
                     hparams={"backbone": "tiny"}, method_cls=NaNProto, log=quiet)
@@ -196,7 +201,7 @@ def test_nan_loss_stops_training_and_writes_nothing(data_dir, tiny_backbone, tmp
 
 @pytest.mark.integration
 def test_wrong_predict_shape_names_the_contract(data_dir, tiny_backbone, tmp_path):
-    with pytest.raises(harness.BenchError, match=r"contract is \[episodes, queries, ways\]"):
+    with pytest.raises(BenchError, match=r"contract is \[episodes, queries, ways\]"):
         harness.run("wrongshape", "omniglot-5w1s", episodes=4, train_steps=0, device="cpu", data_dir=str(data_dir),
                     results_dir=str(tmp_path / "r"), progress=False, hparams={"backbone": "tiny"},
                     method_cls=WrongShape, log=quiet)
@@ -204,7 +209,7 @@ def test_wrong_predict_shape_names_the_contract(data_dir, tiny_backbone, tmp_pat
 
 
 def test_unsupported_protocol_is_refused_before_any_work(tmp_path):
-    with pytest.raises(harness.BenchError, match="cannot run protocol omniglot-5w1s: it only runs on colour"):
+    with pytest.raises(BenchError, match="cannot run protocol omniglot-5w1s: it only runs on colour"):
         harness.run("picky", "omniglot-5w1s", episodes=4, train_steps=0, device="cpu",
                     data_dir=str(tmp_path / "no-data"), results_dir=str(tmp_path / "r"), method_cls=Picky, log=quiet)
     assert not (tmp_path / "r").exists()
@@ -212,7 +217,7 @@ def test_unsupported_protocol_is_refused_before_any_work(tmp_path):
 
 @pytest.mark.integration
 def test_unfillable_episode_spec_is_a_data_error(data_dir, monkeypatch, tmp_path):
-    adhoc = Protocol(name="test-pacs-20w1s", version=1, setting="domain-generalisation",
+    adhoc = Protocol(name="test-pacs-20w1s", version=1, setting="cross-domain",
                      description="20-way episodes on PACS, which has 7 classes",
                      stages=(Stage(train=SplitSpec("pacs", where=(("domain", ("photo", "cartoon")),)),
                                    test=(SplitSpec("pacs", where=(("domain", ("sketch",)),)),)),),
@@ -344,5 +349,5 @@ def test_cli_evaluate_end_to_end(data_dir, tiny_backbone, tmp_path, capsys):
     (path,) = json_files(tmp_path / "r")
     record = results.read_record(path)
     assert record["method"]["hparams"]["first_order"] is True and record["seeds"] == [0, 1]
-    assert "95% CI over 4 episodes" in captured.out and f"wrote {path}" in captured.out
+    assert "95% CI over 4 test episodes" in captured.out and f"wrote {path}" in captured.out
     assert math.isfinite(record["summary"]["mean"])

@@ -4,10 +4,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmark import ranking
+from benchmark.page import board as boards
+from benchmark.page import tables
+from benchmark.records import mean_ci
+from benchmark.stats import ranking
 from recordkit import fingerprint, make_record, paired_accuracies, tampered, write, write_raw
 
 PROTOCOL = "omniglot-5w1s"
@@ -31,7 +35,7 @@ def test_known_ties_and_ranks():
     assert stats.wilcoxon(a, b).pvalue > 0.5
     assert stats.wilcoxon(a, c).pvalue < 1e-6
     records = [make_record(m, PROTOCOL, accs) for m, accs in (("C", c), ("B", b), ("A", a))]
-    ranked = ranking.rank_records(records)
+    ranked = boards.rank_records(records)
     assert [r.rank for r in ranked] == [2, 1, 1]
     assert np.isnan(ranked[2].p_vs_leader)  # A leads rank 1
     assert ranked[1].p_vs_leader == pytest.approx(stats.wilcoxon(a, b).pvalue)
@@ -43,15 +47,15 @@ def test_rank_repeats_on_the_remaining_methods():
     d = list(accs["B"])
     d[0] -= STEP  # indistinguishable from B, so it shares B's rank 2, not rank 3
     records = [make_record(m, PROTOCOL, v) for m, v in {**accs, "D": d}.items()]
-    assert [r.rank for r in ranking.rank_records(records)] == [1, 2, 3, 2]
+    assert [r.rank for r in boards.rank_records(records)] == [1, 2, 3, 2]
 
 
 def test_rank_does_not_depend_on_file_order():
     accs = paired_accuracies({"A": 0.7, "B": 0.7}, n=40, seed=4)
     same = {"A": accs["A"], "B": accs["A"]}  # identical results: a tie on the mean as well
     recs = [make_record(m, PROTOCOL, v) for m, v in same.items()]
-    forward = ranking.rank_records(recs)
-    backward = ranking.rank_records(recs[::-1])
+    forward = boards.rank_records(recs)
+    backward = boards.rank_records(recs[::-1])
     assert [r.rank for r in forward] == [1, 1] == [r.rank for r in backward]
     assert forward[0].leader == 0 and backward[1].leader == 1  # "A" leads either way
 
@@ -63,7 +67,7 @@ def test_compare_matches_scipy_on_seed_averaged_episodes():
     ra = make_record("A", PROTOCOL, [s.tolist() for s in a_seeds])
     rb = make_record("B", PROTOCOL, [s.tolist() for s in b_seeds])
     x, y = np.mean(a_seeds, axis=0), np.mean(b_seeds, axis=0)
-    test = ranking.compare(ra, rb)
+    test = boards.compare(ra, rb)
     assert test.n == 50
     assert test.mean_diff == pytest.approx(float(np.mean(x - y)))
     assert test.wilcoxon_pvalue == pytest.approx(stats.wilcoxon(x, y).pvalue)
@@ -77,10 +81,10 @@ def test_compare_matches_scipy_on_seed_averaged_episodes():
 def test_compare_refuses_records_on_different_episodes(change, why):
     a = make_record("A", PROTOCOL, [0.5, 0.6, 0.7])
     b = make_record("B", PROTOCOL, [0.5, 0.6, 0.8], **change)
-    with pytest.raises(ranking.NotPairable, match=why):
-        ranking.compare(a, b)
-    with pytest.raises(ranking.NotPairable):
-        ranking.rank_records([a, b])
+    with pytest.raises(boards.NotPairable, match=why):
+        boards.compare(a, b)
+    with pytest.raises(boards.NotPairable):
+        boards.rank_records([a, b])
 
 
 def test_load_ranks_per_protocol_and_formats(tmp_path):
@@ -88,7 +92,7 @@ def test_load_ranks_per_protocol_and_formats(tmp_path):
     for m, accs in (("A", a), ("B", b), ("C", c)):
         write(tmp_path, make_record(m, PROTOCOL, accs, seeds=[7]))
     write(tmp_path, make_record("A", "omniglot-5w5s", a[:10], shots=5))
-    board = ranking.load(tmp_path)
+    board = boards.load(tmp_path)
     assert board.warnings == []
     t = board.table.set_index(["protocol", "method"])
     assert t.loc[(PROTOCOL, "A"), "rank"] == 1
@@ -96,12 +100,12 @@ def test_load_ranks_per_protocol_and_formats(tmp_path):
     assert t.loc[(PROTOCOL, "C"), "rank"] == 2
     assert t.loc[("omniglot-5w5s", "A"), "rank"] == 1  # alone in its protocol
     assert "tied with A" in t.loc[(PROTOCOL, "B"), "rank_note"]
-    shown = ranking.display_table(board.table[board.table["protocol"] == PROTOCOL])
+    shown = tables.display_table(board.table[board.table["protocol"] == PROTOCOL])
     assert shown["Method"].tolist()[2] == "C"
-    ci = ranking.mean_ci(a)
+    ci = mean_ci(a)
     assert shown.loc[shown["Method"] == "A", "Accuracy (%)"].item() == f"{100 * ci.mean:.2f} ± {100 * ci.ci95:.2f}"
-    assert json.loads(ranking.to_json(shown))[0]["Rank"] == 1
-    assert ranking.to_csv(shown).splitlines()[0].startswith("Rank,Method,Backbone,Accuracy (%)")
+    assert json.loads(tables.to_json(shown))[0]["Rank"] == 1
+    assert tables.to_csv(shown).splitlines()[0].startswith("Rank,Method,Backbone,Accuracy (%)")
 
 
 def test_records_on_other_episodes_are_shown_unranked(tmp_path):
@@ -109,9 +113,9 @@ def test_records_on_other_episodes_are_shown_unranked(tmp_path):
     write(tmp_path, make_record("A", PROTOCOL, accs["A"]))
     write(tmp_path, make_record("B", PROTOCOL, accs["B"]))
     write(tmp_path, make_record("X", PROTOCOL, accs["X"], episodes_fingerprint=fingerprint(PROTOCOL, salt="x")))
-    t = ranking.load(tmp_path).table.set_index("method")
+    t = boards.load(tmp_path).table.set_index("method")
     assert t.loc["A", "rank"] == 1 and t.loc["B", "rank"] == 2
-    assert t.loc["X", "rank"] is ranking.pd.NA
+    assert t.loc["X", "rank"] is pd.NA
     assert "not paired-comparable" in t.loc["X", "rank_note"]
 
 
@@ -134,7 +138,7 @@ def test_bad_records_go_to_warnings_not_the_table(tmp_path):
     misfiled = tmp_path / "few-shot" / "elsewhere.json"
     misfiled.write_text(json.dumps(make_record("G", PROTOCOL, [0.5, 0.6])))
 
-    board = ranking.load(tmp_path)
+    board = boards.load(tmp_path)
     assert board.table["method"].tolist() == ["A"]
     reasons = {w.path: w.reason for w in board.warnings}
     assert set(reasons) == {
@@ -155,11 +159,11 @@ def test_latest_record_per_entry_by_default(tmp_path):
     other_backbone = make_record("A", PROTOCOL, [0.7, 0.8, 0.9], backbone="resnet12", run_id="r12")
     for r in (old, new, other_backbone):
         write(tmp_path, r)
-    latest = ranking.load(tmp_path).table
+    latest = boards.load(tmp_path).table
     assert sorted(latest["run_id"]) == ["new", "r12"]
-    everything = ranking.load(tmp_path, latest_only=False).table.set_index("run_id")
+    everything = boards.load(tmp_path, latest_only=False).table.set_index("run_id")
     assert len(everything) == 3
-    assert everything.loc["old", "rank"] is ranking.pd.NA
+    assert everything.loc["old", "rank"] is pd.NA
     assert "superseded by run new" in everything.loc["old", "rank_note"]
     assert everything.loc["new", "rank"] >= 1
 
@@ -168,23 +172,23 @@ def test_filters_and_rerank_within_filter(tmp_path):
     accs = paired_accuracies({"A": 0.8, "B": 0.6}, n=40)
     write(tmp_path, make_record("A", PROTOCOL, accs["A"], backbone="resnet12"))
     write(tmp_path, make_record("B", PROTOCOL, accs["B"], backbone="conv4"))
-    write(tmp_path, make_record("C", "pacs-5w1s", accs["B"], setting="domain-generalisation",
+    write(tmp_path, make_record("C", "pacs-5w1s", accs["B"], setting="cross-domain",
                                 datasets=["pacs-photo", "pacs-sketch"], backbone="resnet18"))
-    board = ranking.load(tmp_path)
-    assert board.settings == ["few-shot", "cross-domain", "continual", "domain-generalisation"]
-    conv4 = ranking.filter_table(board.table, backbones=["conv4"])
+    board = boards.load(tmp_path)
+    assert board.settings == ["few-shot", "cross-domain"]
+    conv4 = tables.filter_table(board.table, backbones=["conv4"])
     assert conv4["method"].tolist() == ["B"] and conv4["rank"].tolist() == [2]
-    assert ranking.rank(conv4, board.records)["rank"].tolist() == [1]
-    assert ranking.filter_table(board.table, datasets=["pacs-sketch"])["method"].tolist() == ["C"]
-    assert ranking.filter_options(board.table)["datasets"] == ["omniglot", "pacs-photo", "pacs-sketch"]
+    assert boards.rank(conv4, board.records)["rank"].tolist() == [1]
+    assert tables.filter_table(board.table, datasets=["pacs-sketch"])["method"].tolist() == ["C"]
+    assert tables.filter_options(board.table)["datasets"] == ["omniglot", "pacs-photo", "pacs-sketch"]
 
 
 def test_single_episode_and_empty_dirs(tmp_path):
-    assert ranking.load(tmp_path / "missing").table.empty
-    assert ranking.load(tmp_path).settings == list(ranking.DEFAULT_SETTINGS)
+    assert boards.load(tmp_path / "missing").table.empty
+    assert boards.load(tmp_path).settings == ["few-shot", "cross-domain"]
     write(tmp_path, make_record("A", PROTOCOL, [0.5]))
-    board = ranking.load(tmp_path)
-    assert ranking.display_table(board.table)["Accuracy (%)"].item() == "50.00 ± n/a"
+    board = boards.load(tmp_path)
+    assert tables.display_table(board.table)["Accuracy (%)"].item() == "50.00 ± n/a"
 
 
 def test_the_page_can_state_the_test():
@@ -193,7 +197,7 @@ def test_the_page_can_state_the_test():
 
 
 def test_record_strings_cannot_format_the_page():
-    assert ranking.md_escape("a_b $x$ :tada: [l](u)") == r"a\_b \$x\$ \:tada\: \[l\]\(u\)"
+    assert tables.md_escape("a_b $x$ :tada: [l](u)") == r"a\_b \$x\$ \:tada\: \[l\]\(u\)"
 
 
 def test_bench_compare_reports_the_paired_difference(tmp_path, capsys):

@@ -13,12 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import harness, results, submit
+from benchmark import records as results
+from benchmark import settings as harness
+from benchmark.submissions import loading, verify as verifying
+from benchmark.submissions import submit
 from benchmark.algorithms import ALGORITHMS
 from benchmark.cli import main
 from benchmark.episodes import fixed_episodes
+from benchmark.core.files import sha256_file
 from benchmark.protocols import PROTOCOLS, EpisodeSpec
-from benchmark.registry import UnknownName
+from benchmark.core.registry import UnknownName
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "simpleshot.py"
 PROTOCOL = "omniglot-5w1s"
@@ -61,18 +65,18 @@ def write(tmp_path: Path, text: str, name: str = "mine.py") -> Path:
 
 def test_good_submission_loads_with_its_source(tmp_path):
     p = write(tmp_path, GOOD)
-    cls, src = submit.load_submission(str(p))
+    cls, src = loading.load_submission(str(p))
     assert cls.name == "mine" and cls.__name__ == "Mine"
-    assert src == {"file": str(p), "class": "Mine", "sha256": harness.sha256_file(p)}
+    assert src == {"file": str(p), "class": "Mine", "sha256": sha256_file(p)}
     assert "mine" not in ALGORITHMS  # loaded, never registered
-    cls2, _ = submit.load_submission(f"{p}:Mine")
+    cls2, _ = loading.load_submission(f"{p}:Mine")
     assert cls2 is not cls  # each load is a fresh module: no clash between two submissions
 
 
 def test_no_metalearner_subclass(tmp_path):
     p = write(tmp_path, "class Helper:\n    pass\n")
-    with pytest.raises(submit.SubmissionError, match="defines no MetaLearner subclass.*Helper"):
-        submit.load_submission(str(p))
+    with pytest.raises(loading.SubmissionError, match="defines no MetaLearner subclass.*Helper"):
+        loading.load_submission(str(p))
 
 
 def test_missing_predict_is_named_with_every_other_problem(tmp_path):
@@ -80,8 +84,8 @@ def test_missing_predict_is_named_with_every_other_problem(tmp_path):
                        "        return torch.zeros(query_x.shape[0], query_x.shape[1], ways) + self.w\n", "")
     src = src.replace('    paper = "Me et al., A Method, 2025"\n', "")
     p = write(tmp_path, src)
-    with pytest.raises(submit.SubmissionError) as ei:
-        submit.load_submission(str(p))
+    with pytest.raises(loading.SubmissionError) as ei:
+        loading.load_submission(str(p))
     msg = str(ei.value)
     assert "`predict` is not implemented" in msg and "`paper` is missing" in msg  # one error, all problems
     assert "training_step" not in msg
@@ -93,38 +97,38 @@ def test_plain_lightning_module_is_refused(tmp_path):
         class Lit(pl.LightningModule):
             name = "lit"
     ''')
-    with pytest.raises(submit.SubmissionError, match="Lit is a plain pytorch_lightning.LightningModule.*MetaLearner"):
-        submit.load_submission(str(p))
-    with pytest.raises(submit.SubmissionError, match="plain pytorch_lightning.LightningModule"):
-        submit.load_submission(f"{p}:Lit")
+    with pytest.raises(loading.SubmissionError, match="Lit is a plain pytorch_lightning.LightningModule.*MetaLearner"):
+        loading.load_submission(str(p))
+    with pytest.raises(loading.SubmissionError, match="plain pytorch_lightning.LightningModule"):
+        loading.load_submission(f"{p}:Lit")
 
 
 def test_wrong_logits_shape_fails_the_dry_check(tmp_path):
     p = write(tmp_path, GOOD.replace("query_x.shape[1], ways) + self.w", "ways) + self.w"))
-    with pytest.raises(submit.SubmissionError, match=r"dry check.*shape \[2, 5\].*\[2, 10, 5\]"):
-        submit.load_submission(str(p))
+    with pytest.raises(loading.SubmissionError, match=r"dry check.*shape \[2, 5\].*\[2, 10, 5\]"):
+        loading.load_submission(str(p))
 
 
 def test_builtin_name_clash_suggests_another(tmp_path):
     p = write(tmp_path, GOOD.replace('name = "mine"', 'name = "protonet"'))
-    with pytest.raises(submit.SubmissionError, match="'protonet' is a built-in method.*choose another"):
-        submit.load_submission(str(p))
+    with pytest.raises(loading.SubmissionError, match="'protonet' is a built-in method.*choose another"):
+        loading.load_submission(str(p))
 
 
 def test_signature_training_data_and_several_classes(tmp_path):
     p = write(tmp_path, GOOD.replace("def predict(self, support_x, support_y, query_x, ways)",
                                      "def predict(self, xs, ys, xq)").replace('HPARAMS = {"lr": 0.1}',
                                                                               'HPARAMS = {"lr": 0.1}\n    training_data = "pixels"'))
-    with pytest.raises(submit.SubmissionError) as ei:
-        submit.load_submission(str(p))
+    with pytest.raises(loading.SubmissionError) as ei:
+        loading.load_submission(str(p))
     assert "`predict` must take (support_x, support_y, query_x, ways), not (xs, ys, xq)" in str(ei.value)
     assert "'episodes' or 'batches'" in str(ei.value)
     two = write(tmp_path, GOOD + "\n\nclass Other(Mine):\n    name = 'other'\n", "two.py")
-    with pytest.raises(submit.SubmissionError, match=r"several MetaLearner subclasses \(Mine, Other\)"):
-        submit.load_submission(str(two))
-    assert submit.load_submission(f"{two}:Other")[0].name == "other"
-    with pytest.raises(submit.SubmissionError, match="no class 'Othr'. Did you mean 'Other'"):
-        submit.load_submission(f"{two}:Othr")
+    with pytest.raises(loading.SubmissionError, match=r"several MetaLearner subclasses \(Mine, Other\)"):
+        loading.load_submission(str(two))
+    assert loading.load_submission(f"{two}:Other")[0].name == "other"
+    with pytest.raises(loading.SubmissionError, match="no class 'Othr'. Did you mean 'Other'"):
+        loading.load_submission(f"{two}:Othr")
 
 
 def test_subclassing_a_builtin_and_import_errors(tmp_path):
@@ -133,11 +137,11 @@ def test_subclassing_a_builtin_and_import_errors(tmp_path):
         class MyProto(ProtoNet):
             name = "myproto"
     ''')
-    cls, _ = submit.load_submission(str(p))
+    cls, _ = loading.load_submission(str(p))
     assert cls.name == "myproto" and "protonet" in ALGORITHMS and "myproto" not in ALGORITHMS
     bad = write(tmp_path, "import torch\nx = 1 / 0\n", "bad.py")
-    with pytest.raises(submit.SubmissionError, match=r"importing it failed \(line 2\): ZeroDivisionError"):
-        submit.load_submission(str(bad))
+    with pytest.raises(loading.SubmissionError, match=r"importing it failed \(line 2\): ZeroDivisionError"):
+        loading.load_submission(str(bad))
 
 
 def test_cli_submit_contract_error_exits_2(tmp_path, capsys):
@@ -165,7 +169,7 @@ def test_sampled_episodes_are_those_of_the_full_index(make_view):
     full = fixed_episodes(view, spec, "p:v1:test", 30)
     prep = SimpleNamespace(protocol=SimpleNamespace(episode=spec), test=view, episodes=full)
     idx = [0, 7, 29]
-    sub = submit._sample_episodes(prep, "p:v1:test", idx)
+    sub = verifying._sample_episodes(prep, "p:v1:test", idx)
     assert torch.equal(sub.classes, full.classes[idx]) and torch.equal(sub.qperm, full.qperm[idx])
     assert torch.equal(sub.slots, full.slots[idx])
 
@@ -194,7 +198,7 @@ def test_submit_writes_a_submission_record(submitted):
     record = results.read_record(path)
     assert path.parent == res / "few-shot" / PROTOCOL / "simpleshot"
     assert record["kind"] == "submission" and record["method"]["name"] == "simpleshot"
-    assert record["method"]["source"]["sha256"] == harness.sha256_file(EXAMPLE)
+    assert record["method"]["source"]["sha256"] == sha256_file(EXAMPLE)
     assert record["method"]["source"]["class"] == "SimpleShot"
     assert record["runs"][0]["n"] == EPISODES and record["runs"][0]["train_steps"] == 20
     ck = record["runs"][0]["checkpoint"]
@@ -211,14 +215,17 @@ def test_verify_passes(submitted, data_dir, capsys):
 
 
 def forge(path: Path, episode: int, to: Path) -> None:
-    """A careful forger: change one episode's accuracy and fix the means so the record still validates."""
+    """A careful forger: change one episode's accuracy and fix the means and intervals so the record still
+    passes every check a reader makes."""
     record = json.loads(path.read_text())
     run = record["runs"][0]
     accs = run["episode_accuracies"]
     accs[episode] = 1.0 if accs[episode] < 0.5 else 0.0
     run["mean"] = sum(accs) / len(accs)
+    run["ci95"] = record["summary"]["ci95"] = results.mean_ci(accs).ci95
     record["summary"]["mean"] = run["mean"]
     results.validate(record)
+    harness.check_record(record)
     to.write_text(json.dumps(record))
 
 
@@ -280,11 +287,11 @@ def test_verify_a_builtin_method_record(data_dir, tmp_path):
     record, path = harness.run("protonet", PROTOCOL, episodes=EPISODES, train_steps=3, device="cpu",
                                data_dir=str(data_dir), results_dir=str(tmp_path / "r"), progress=False,
                                hparams={"eval_batch": 4}, log=lambda _m: None)
-    report = submit.verify(path, sample=5, device="cpu", data_dir=str(data_dir))
+    report = verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir))
     assert report.passed, report.format()
     (check,) = report.seeds
     assert len(check.indices) == 5 == len(set(check.indices)) and check.indices == sorted(check.indices)
     assert np.allclose(check.recorded, check.recomputed, atol=1 / 75 + 1e-9)
     # the same seed picks the same sample; another seed another one
-    assert submit.verify(path, sample=5, device="cpu", data_dir=str(data_dir)).seeds[0].indices == check.indices
-    assert submit.verify(path, sample=5, seed=1, device="cpu", data_dir=str(data_dir)).seeds[0].indices != check.indices
+    assert verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir)).seeds[0].indices == check.indices
+    assert verifying.verify(path, sample=5, seed=1, device="cpu", data_dir=str(data_dir)).seeds[0].indices != check.indices

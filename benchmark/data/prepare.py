@@ -21,15 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import paths
-from ..registry import Registry
+from ..core import paths
+from ..core.errors import DataError
+from ..core.files import sha256_file, sha256_tree
+from ..core.registry import Registry
 
 PREPARE_VERSION = 1
 MANIFEST = "metabench.json"
-
-
-class DataError(RuntimeError):
-    """A problem with data that the user can fix; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -46,25 +44,6 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_tree(path: Path) -> str:
-    """A file's sha256, or for a folder the sha256 of its sorted (relative path, file sha256) list."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n".encode())
-    return h.hexdigest()
 
 
 def _expected_sums(folder: Path) -> dict[str, str]:
@@ -290,3 +269,22 @@ def _adopt_foreign(name: str, where, local: bool) -> PreparedData:
 
 def read_manifest_if_prepared(name: str, data_dir: str | os.PathLike | None = None) -> dict | None:
     return read_manifest(paths.data_dir(data_dir) / name)
+
+
+def ensure_prepared(names, data_dir: str | os.PathLike | None = None,
+                    log: Callable[[str], None] = print) -> None:
+    """Prepare missing datasets when a source is configured, else say which command to run; for each
+    dataset say in one line which prepared copy a run will use."""
+    for name in names:
+        try:
+            found = load_prepared(name, data_dir)
+        except DataError:
+            if os.environ.get(paths.SOURCE_ENV) or os.environ.get(paths.source_env_var(name)):
+                log(f"{name} is not prepared yet; preparing it from the configured source ...")
+                found = prepare(name, data_dir=data_dir, log=log)
+            else:
+                raise
+        m = found.manifest
+        when = f", prepared {m['created']}" if m.get("created") else ""
+        log(f"data: {name} from {found.path} ({m.get('rows', '?')} images{when}, "
+            f"fingerprint {found.fingerprint[:12]})")

@@ -1,42 +1,67 @@
-"""Result records: build, validate against the one schema, write atomically, read back."""
+"""Result records: validate the envelope against its versioned schema, migrate older versions, write
+atomically, read back."""
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 import jsonschema
 
+from ..core.errors import InvalidRecord
+from ..core.files import atomic_write_text
+
 MEAN_TOLERANCE = 1e-6
 
 
-class InvalidRecord(ValueError):
-    pass
+SCHEMA_VERSION = 2
 
 
-@lru_cache(maxsize=1)
-def schema() -> dict:
-    return json.loads((Path(__file__).parent / "schema" / "result.schema.json").read_text())
+@lru_cache(maxsize=None)
+def schema(version: int = SCHEMA_VERSION) -> dict:
+    return json.loads((Path(__file__).parent / "schema" / f"result-v{version}.schema.json").read_text())
 
 
-def validate(record: dict) -> None:
-    """Schema check plus the consistency checks a schema cannot express."""
+def _schema_check(record: dict, version: int) -> None:
     try:
-        jsonschema.validate(record, schema())
+        jsonschema.validate(record, schema(version))
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise InvalidRecord(f"schema violation at {where}: {e.message}") from None
-    for run in record["runs"]:
-        accs = run["episode_accuracies"]
-        if run["n"] != len(accs):
-            raise InvalidRecord(f"seed {run['seed']}: n={run['n']} but {len(accs)} episode accuracies")
-        if not math.isclose(run["mean"], sum(accs) / len(accs), abs_tol=MEAN_TOLERANCE):
-            raise InvalidRecord(f"seed {run['seed']}: recorded mean {run['mean']:.6f} does not match "
-                                f"its episode accuracies ({sum(accs) / len(accs):.6f})")
+
+
+def migrate(record: dict) -> dict:
+    """A record of any schema version this code knows, as the current version (a new dict).
+
+    v1 -> v2: the setting moves to the top level (it chooses the record section), the method gains
+    `recipe` (none: v1 runs used the method's plain defaults) and every run `selection` (the final model:
+    v1 had no model selection). The few-shot fields of v1 are the episodic settings' section of v2."""
+    version = record.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return record
+    if version != 1:
+        raise InvalidRecord(f"schema_version {version!r} is not one this code reads (1 to {SCHEMA_VERSION}); "
+                            f"a newer metabench wrote it, or it is not a record")
+    _schema_check(record, 1)
+    out = json.loads(json.dumps(record))
+    out["schema_version"] = 2
+    out["setting"] = record["protocol"]["setting"]
+    out["method"].setdefault("recipe", None)
+    for run in out["runs"]:
+        run.setdefault("selection", {"rule": "final"})
+    return out
+
+
+def validate(record: dict) -> None:
+    """Check the envelope every setting shares: the schema, and the sums a schema cannot express.
+    The setting's own section is checked by the setting (benchmark.settings)."""
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise InvalidRecord(f"schema_version must be {SCHEMA_VERSION} (got {record.get('schema_version')!r})")
+    _schema_check(record, SCHEMA_VERSION)
+    if record["protocol"]["setting"] != record["setting"]:
+        raise InvalidRecord(f"setting {record['setting']!r} but the protocol says {record['protocol']['setting']!r}")
     if sorted(r["seed"] for r in record["runs"]) != sorted(record["seeds"]):
         raise InvalidRecord("the seeds listed do not match the runs recorded")
     seed_means = [r["mean"] for r in record["runs"]]
@@ -48,27 +73,7 @@ def validate(record: dict) -> None:
 
 def record_path(results_dir: Path, record: dict) -> Path:
     p = record["protocol"]
-    return Path(results_dir) / p["setting"] / p["name"] / record["method"]["name"] / f"{record['run_id']}.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return Path(results_dir) / record["setting"] / p["name"] / record["method"]["name"] / f"{record['run_id']}.json"
 
 
 def write_record(results_dir: Path, record: dict) -> Path:
@@ -81,12 +86,15 @@ def write_record(results_dir: Path, record: dict) -> Path:
 
 
 def read_record(path: Path) -> dict:
+    """A record file as the current schema version (older versions are migrated in memory, the file is
+    left as it is), with its envelope validated."""
     try:
         record = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise InvalidRecord(f"not valid JSON: {e}") from None
     if not isinstance(record, dict):
         raise InvalidRecord("a record must be a JSON object")
+    record = migrate(record)
     validate(record)
     return record
 

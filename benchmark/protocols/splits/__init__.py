@@ -11,6 +11,8 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+import numpy as np
+
 SPLIT_FILES = {
     "omniglot-vinyals-v1": "omniglot-vinyals-v1.json",
     "caltech101-v1": "caltech101-v1.json",
@@ -53,8 +55,6 @@ CALTECH_SIZES = {"train": 60, "val": 15}  # the rest (26) is test
 
 
 def make_caltech101(classes: list[str], seed: int = 0) -> dict:
-    import numpy as np
-
     groups = {c: (c,) for c in classes}
     for g in CALTECH_GROUPS:
         for c in g:

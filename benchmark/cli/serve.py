@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import leaderboards
+
 
 def app_path() -> Path:
     """leaderboards/app.py from the installed (or checked-out) package, wherever it lives."""
-    import leaderboards
-
     return Path(leaderboards.__file__).resolve().parent / "app.py"
 
 
@@ -43,9 +43,9 @@ def child_env() -> dict[str, str]:
     """Our environment, plus the folder that holds `benchmark`, so the page imports the same code
     as the launcher even when the project is used from a checkout rather than installed."""
     env = dict(os.environ)
-    # This file's own folder is the benchmark package; resources.files() would not do, as an
+    # Two folders up from this file is the one holding the benchmark package; resources.files() would not do, as an
     # editable install can make `benchmark` a namespace package with a non-folder path entry.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 

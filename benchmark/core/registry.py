@@ -4,10 +4,14 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+
 T = TypeVar("T")
 
 
-class UnknownName(KeyError):
+from .errors import BenchError
+
+
+class UnknownName(BenchError, KeyError):
     """A name that is not registered; the message carries a 'did you mean' hint."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want plain text

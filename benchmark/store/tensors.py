@@ -1,8 +1,8 @@
-"""Prepared dataset -> uint8 tensor store -> class-contiguous views that episodes index into.
+"""Prepared dataset -> uint8 tensor store (decoded once, cached per resolution).
 
 Images are decoded once per (dataset fingerprint, resolution, colour mode) and cached beside the
 prepared data as a torch file, so later runs skip decoding; a run needs the cache and manifest only,
-not the Arrow files. A view holds one split's images grouped by class, on the training device.
+not the Arrow files.
 """
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
-from .data import DataError, load_prepared
-from .protocols import SplitSpec
-from .results import atomic_write_bytes
+from ..core import paths
+from ..core.errors import DataError
+from ..core.files import atomic_write_bytes
+from ..data import load_prepared
 
 STORE_VERSION = 1
 
@@ -33,9 +36,6 @@ class TensorStore:
 
 
 def _decode(ds, size: int, channels: int) -> np.ndarray:
-    from PIL import Image
-    from tqdm.auto import tqdm
-
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(ds), size, size, channels), dtype=np.uint8)
     col = ds.cast_column("image", type(ds.features["image"])(decode=False))["image"]
@@ -50,7 +50,7 @@ def _decode(ds, size: int, channels: int) -> np.ndarray:
 
 def _string_columns(ds) -> dict[str, np.ndarray]:
     """Metadata columns as strings; class ids (ClassLabel or int labels, as hub datasets have) become names."""
-    import datasets
+    import datasets  # heavy, and only needed when images are decoded
     out = {}
     for c, feat in ds.features.items():
         if c == "image":
@@ -64,8 +64,7 @@ def _string_columns(ds) -> dict[str, np.ndarray]:
 
 def load_store(dataset: str, image_size: int, channels: int, data_dir: str | os.PathLike | None = None) -> TensorStore:
     # resolve the folder first so the in-process cache follows $BENCH_DATA_DIR changes
-    from .paths import data_dir as resolve
-    return _load_store(dataset, image_size, channels, str(resolve(data_dir)))
+    return _load_store(dataset, image_size, channels, str(paths.data_dir(data_dir)))
 
 
 @lru_cache(maxsize=8)
@@ -98,72 +97,3 @@ def _load_store(dataset: str, image_size: int, channels: int, data_dir: str) -> 
     except OSError:
         pass  # a read-only data folder only costs the decode next time
     return TensorStore(prepared.name, fp, images, columns, mean, std)
-
-
-@dataclass
-class EpisodeView:
-    """One split: images grouped by class (class c holds rows offsets[c] .. offsets[c]+counts[c]-1)."""
-    label: str
-    images: torch.Tensor      # uint8 [M, C, H, W]
-    offsets: torch.Tensor     # int64 [n_classes]
-    counts: torch.Tensor      # int64 [n_classes]
-    classes: tuple[str, ...]
-    mean: torch.Tensor        # float [C, 1, 1]
-    std: torch.Tensor
-    data_fingerprint: str
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
-
-    def to(self, device) -> "EpisodeView":
-        return EpisodeView(self.label, self.images.to(device), self.offsets.to(device), self.counts.to(device),
-                           self.classes, self.mean.to(device), self.std.to(device), self.data_fingerprint)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
-
-
-def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
-    from .splits import class_split
-
-    keep = np.ones(len(store.images), dtype=bool)
-    for col, values in split.where:
-        if col not in store.columns:
-            raise DataError(f"split {split.label}: dataset {store.name} has no column {col!r}")
-        keep &= np.isin(store.columns[col], values)
-    labels = store.columns["label"]
-    if split.class_split:
-        wanted = class_split(split.class_split)[split.part]
-        present = set(labels[keep])
-        absent = [c for c in wanted if c not in present]
-        if absent:
-            raise DataError(f"split {split.label}: {len(absent)} of its classes are not in the prepared "
-                            f"{store.name} (e.g. {absent[:3]}); the prepared data is incomplete or a different dataset.")
-        keep &= np.isin(labels, wanted)
-    idx = np.nonzero(keep)[0]
-    if idx.size == 0:
-        raise DataError(f"split {split.label} selects no images from {store.name}")
-    order = np.argsort(labels[idx], kind="stable")
-    idx = idx[order]
-    names, starts, counts = np.unique(labels[idx], return_index=True, return_counts=True)
-    base = store.images[torch.from_numpy(idx)]
-    chunks, offsets, all_counts, classes = [], [], [], []
-    pos = 0
-    for rot in split.rotations:
-        k = rot // 90
-        chunks.append(torch.rot90(base, k, dims=(2, 3)) if k else base)
-        for name, s, c in zip(names, starts, counts):
-            offsets.append(pos + int(s))
-            all_counts.append(int(c))
-            classes.append(name if rot == 0 and split.rotations == (0,) else f"{name}@rot{rot:03d}")
-        pos += len(idx)
-    images = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-    ch = images.shape[1]
-    return EpisodeView(split.label, images.contiguous(), torch.tensor(offsets), torch.tensor(all_counts),
-                       tuple(classes), torch.tensor(store.mean).view(ch, 1, 1), torch.tensor(store.std).view(ch, 1, 1),
-                       store.fingerprint)

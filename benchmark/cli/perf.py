@@ -14,7 +14,11 @@ import time
 
 import torch
 
-from .results import atomic_write_text
+from ..core.files import atomic_write_text
+from ..episodes import EpisodeSampler
+from ..protocols import PROTOCOLS
+from ..run import device_info, environment, resolve_device
+from ..settings import method_class, prepare_run, setting_of
 
 
 def _time(fn, repeats: int, device: torch.device, warmup: int = 2) -> float:
@@ -33,18 +37,17 @@ def _time(fn, repeats: int, device: torch.device, warmup: int = 2) -> float:
 
 
 def _omniglot(device, data_dir, protocol="omniglot-5w1s", episodes=1):
-    from .harness import prepare_run
-    from .protocols import PROTOCOLS
     return prepare_run(PROTOCOLS.get(protocol), device, episodes, data_dir)
 
 
+def _build(name: str, prep, hparams: dict):
+    cls = method_class(name)
+    return setting_of(prep.protocol).build_model(cls, prep, cls.resolve_hparams(hparams))
+
+
 def maml_speed(device, data_dir, tasks=32, inner_steps=5, repeats=5, loop_repeats=None, log=print) -> dict:
-    from .episodes import EpisodeSampler
-    from .harness import build_model, method_class
     prep = _omniglot(device, data_dir)
-    cls = method_class("maml")
-    model = build_model(cls, prep, cls.resolve_hparams({"inner_steps": inner_steps, "meta_batch": tasks,
-                                                         "first_order": False})).to(device)
+    model = _build("maml", prep, {"inner_steps": inner_steps, "meta_batch": tasks, "first_order": False}).to(device)
     model.log_dict = lambda *a, **k: None  # outside a Trainer there is nothing to log to
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = EpisodeSampler(prep.train, prep.protocol.episode)
@@ -77,11 +80,8 @@ def maml_speed(device, data_dir, tasks=32, inner_steps=5, repeats=5, loop_repeat
 
 
 def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, log=print) -> dict:
-    from .episodes import EpisodeSampler
-    from .harness import build_model, method_class
     prep = _omniglot(device, data_dir, episodes=min(episodes, 600))
-    cls = method_class("protonet")
-    model = build_model(cls, prep, cls.resolve_hparams({})).to(device).eval()
+    model = _build("protonet", prep, {}).to(device).eval()
     sampler = EpisodeSampler(prep.test, prep.protocol.episode)
     g = torch.Generator(device=device).manual_seed(0)
     n_batches = max(1, episodes // eval_batch)
@@ -112,7 +112,6 @@ def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, l
 
 
 def main(args) -> int:
-    from .harness import environment, device_info, resolve_device
     dev = resolve_device(args.device)
     result = {"device": device_info(dev), "environment": environment(),
               "maml": maml_speed(dev, args.data_dir, args.tasks, args.inner_steps, args.repeats),

@@ -6,7 +6,7 @@ import os
 import sys
 import textwrap
 
-from . import paths
+from ..core import paths
 
 EPILOG = """examples:
   bench data prepare omniglot --source ../shared/data      # once: archive -> prepared dataset
@@ -14,16 +14,6 @@ EPILOG = """examples:
   bench evaluate --method maml --protocol omniglot-5w1s --seeds 0 1 2 --hparam first_order=true
   bench list
 """
-
-
-def _hparams(pairs: list[str]) -> dict:
-    out = {}
-    for p in pairs:
-        k, sep, v = p.partition("=")
-        if not sep or not k:
-            raise SystemExit(f"bench: --hparam expects KEY=VALUE, got {p!r}")
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _add_data_dir(p):
@@ -56,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                     help="override a hyper-parameter of the method (repeatable); `bench list --method M` shows them")
     ev.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
+    ev.add_argument("--select", choices=("auto", "final"), default="auto",
+                    help="which trained model is scored: auto = the best on the protocol's validation episodes "
+                         "where it defines a validation split, else the final one; final = always the final one")
+    ev.add_argument("--val-episodes", type=int, default=100, help="validation episodes per check (default 100)")
+    ev.add_argument("--val-checks", type=int, default=5,
+                    help="validation checks spread over the training budget, plus one at its end (default 5)")
+    ev.add_argument("--source", default=None,
+                    help=f"folder holding the dataset archives, used when a dataset is not prepared yet "
+                         f"(default: ${paths.SOURCE_ENV}_<NAME>, then ${paths.SOURCE_ENV})")
     ev.add_argument("--no-write", action="store_true", help="print the result only; write no record")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(ev)
@@ -150,149 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         ap.print_help()
         return 0
-    from .data import DataError
-    from .registry import UnknownName
-    from .algorithms import HParamError
-    from .harness import BenchError
+    # imported only now, so `bench --help` and argument errors answer without loading torch
+    from ..core.errors import BenchError
+    from .commands import COMMANDS
     try:
         return COMMANDS[args.command](args, ap)
-    except (DataError, BenchError, UnknownName, HParamError, FileExistsError) as e:
+    except (BenchError, FileExistsError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; nothing was written.", file=sys.stderr)
         return 130
 
-
-def cmd_evaluate(args, ap) -> int:
-    from .harness import run_many
-    from .protocols import PROTOCOLS
-    protos = [PROTOCOLS.get(p) for p in args.protocol]
-    ensure_prepared(list(dict.fromkeys(d for p in protos for d in p.datasets)), args.data_dir)
-    run_many(args.method, args.protocol, seeds=args.seeds, episodes=args.episodes, train_steps=args.train_steps,
-        device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
-        write=not args.no_write, progress=not args.quiet, max_train_time=args.max_train_time)
-    return 0
-
-
-def ensure_prepared(names, data_dir) -> None:
-    """Prepare missing datasets when a source is configured; otherwise say which command to run."""
-    from .data import DataError, load_prepared, prepare
-    for name in names:
-        try:
-            load_prepared(name, data_dir)
-        except DataError:
-            if os.environ.get(paths.SOURCE_ENV) or os.environ.get(paths.source_env_var(name)):
-                print(f"{name} is not prepared yet; preparing it from the configured source ...")
-                prepare(name, data_dir=data_dir)
-            else:
-                raise
-
-
-def cmd_data(args, ap) -> int:
-    from .data import prepare
-    if args.data_command != "prepare":
-        ap.parse_args(["data", "--help"])
-        return 2
-    prepare(args.name, source=args.source, data_dir=args.data_dir, force=args.force)
-    return 0
-
-
-def cmd_list(args, ap) -> int:
-    from .algorithms import ALGORITHMS
-    from .data import DATASETS, read_manifest_if_prepared
-    from .harness import method_class
-    from .protocols import PROTOCOLS
-    method_class("protonet")  # imports the built-in methods
-    if args.method:
-        cls = ALGORITHMS.get(args.method)
-        print(f"{cls.name}: {cls.paper}\ntrains on: {cls.training_data}\nhyper-parameters (defaults):")
-        for k, v in sorted(cls.defaults().items()):
-            print(f"  {k} = {v!r}")
-        return 0
-    print("methods:")
-    for name, cls in ALGORITHMS.items():
-        print(f"  {name:<14} {cls.paper}")
-    print("\nprotocols:")
-    for name, p in PROTOCOLS.items():
-        print(f"  {name:<34} v{p.version}  {p.setting:<13} {p.episode.ways}-way {p.episode.shots}-shot, "
-              f"{p.image_size}px, {p.test_episodes} test episodes")
-    print(f"\ndatasets (prepared in {paths.data_dir(args.data_dir)}):")
-    for name, spec in DATASETS.items():
-        m = read_manifest_if_prepared(name, args.data_dir)
-        state = f"prepared: {m['rows']} images, {m['classes']} classes" if m else f"not prepared (bench data prepare {name})"
-        print(f"  {name:<14} {state}\n  {'':<14} {spec.description}")
-    return 0
-
-
-def cmd_perf(args, ap) -> int:
-    from .perf import main as perf_main
-    return perf_main(args)
-
-
-def cmd_compare(args, ap) -> int:
-    from .ranking import RANK_ALPHA, NotPairable, compare, episode_means, significantly_different
-    from .results import InvalidRecord, read_record
-    from .stats import mean_ci
-    recs = []
-    for path in (args.a, args.b):
-        try:
-            recs.append(read_record(path))
-        except (OSError, InvalidRecord) as e:
-            print(f"bench: error: {path}: {e}", file=sys.stderr)
-            return 2
-    a, b = recs
-    try:
-        test = compare(a, b)
-    except NotPairable as e:
-        print(f"bench: error: the records cannot be compared episode by episode: {e}", file=sys.stderr)
-        return 2
-    diff = mean_ci(episode_means(a) - episode_means(b))
-    for tag, r in (("A", a), ("B", b)):
-        s = r["summary"]
-        ci = f"{100 * s['ci95']:.2f}" if s["ci95"] is not None else "n/a"
-        print(f"{tag}: {r['method']['name']:<14} {r['protocol']['name']} v{r['protocol']['version']}  "
-              f"{100 * s['mean']:.2f} +/- {ci}%  ({r['run_id']})")
-    print(f"difference A - B: {100 * diff.mean:+.2f} +/- {100 * diff.ci95:.2f} points "
-          f"(95% CI over {diff.n} paired episodes)")
-    print(f"paired t-test p = {test.t_pvalue:.3g}; Wilcoxon signed-rank p = {test.wilcoxon_pvalue:.3g}")
-    if significantly_different(test):
-        better, worse = ("A", "B") if test.mean_diff > 0 else ("B", "A")
-        print(f"{better} is significantly better than {worse} (Wilcoxon, alpha = {RANK_ALPHA}).")
-    else:
-        print(f"no significant difference (Wilcoxon, alpha = {RANK_ALPHA}): on the leaderboard they share a rank "
-              f"when one of them leads.")
-    return 0
-
-
-def cmd_leaderboard(args, ap) -> int:
-    from .serve import launch
-    return launch(paths.results_dir(args.results), port=args.port)
-
-
-def cmd_submit(args, ap) -> int:
-    from .protocols import PROTOCOLS
-    from .submit import submit
-
-    def prepare(names):  # after the submission passed its checks: a broken file fails fast
-        ensure_prepared(list(dict.fromkeys(d for n in names for d in PROTOCOLS.get(n).datasets)), args.data_dir)
-
-    submit(args.spec, args.protocols, before_run=prepare, seeds=args.seeds, episodes=args.episodes, train_steps=args.train_steps,
-           device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
-           progress=not args.quiet, max_train_time=args.max_train_time)
-    return 0
-
-
-def cmd_verify(args, ap) -> int:
-    from .submit import verify
-    report = verify(args.record, sample=args.sample, device=args.device, seed=args.seed, data_dir=args.data_dir,
-                    source=args.source, log=print)
-    print(report.format())
-    return 0 if report.passed else 1
-
-
-COMMANDS = {"evaluate": cmd_evaluate, "data": cmd_data, "list": cmd_list, "perf": cmd_perf,
-            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify, "compare": cmd_compare}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .registry import Registry
+import re
 
-SETTINGS = ("few-shot", "cross-domain", "domain-generalisation", "continual")
+from ..core.registry import Registry
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # settings and families become folder names and page tabs
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,16 @@ class Protocol:
     train_steps: int = 2000          # default meta-training budget (a method may declare its own)
     seeds: tuple[int, ...] = (0,)
     tags: tuple[str, ...] = field(default=())
+    family: str = ""                 # what paper recipes are keyed by, e.g. "omniglot"; default: the train dataset
 
     def __post_init__(self):
-        if self.setting not in SETTINGS:
-            raise ValueError(f"protocol {self.name}: setting {self.setting!r} is not one of {SETTINGS}")
+        # which settings exist is the settings layer's business; here only the name's form is checked
+        if not SLUG.match(self.setting):
+            raise ValueError(f"protocol {self.name}: setting {self.setting!r} is not a lower-case slug")
         if not self.stages:
             raise ValueError(f"protocol {self.name}: no stages")
+        if not self.family:
+            object.__setattr__(self, "family", self.stages[0].train.dataset)
 
     @property
     def is_single_stage(self) -> bool:
@@ -99,7 +105,7 @@ class Protocol:
         return tuple(seen)
 
     def summary(self) -> dict:
-        return {"name": self.name, "version": self.version, "setting": self.setting,
+        return {"name": self.name, "version": self.version, "setting": self.setting, "family": self.family,
                 "ways": self.episode.ways, "shots": self.episode.shots, "queries": self.episode.queries,
                 "image_size": self.image_size, "datasets": list(self.datasets),
                 "test_split": self.test.label, "test_episodes": self.test_episodes}
@@ -108,45 +114,6 @@ class Protocol:
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
-def _register(p: Protocol) -> Protocol:
+def register_protocol(p: Protocol) -> Protocol:
     PROTOCOLS.register(p.name, p)
     return p
-
-
-ROT4 = (0, 90, 180, 270)
-OMNI = "omniglot-vinyals-v1"
-for ways in (5, 20):
-    for shots in (1, 5):
-        _register(Protocol(
-            name=f"omniglot-{ways}w{shots}s", version=1, setting="few-shot",
-            description=f"Omniglot, Vinyals split with rotations as extra classes (4,112 train / 1,692 test "
-                        f"classes), 28x28 grey, {ways}-way {shots}-shot",
-            stages=(Stage(train=SplitSpec("omniglot", OMNI, "train", rotations=ROT4),
-                          val=SplitSpec("omniglot", OMNI, "val", rotations=ROT4),
-                          test=(SplitSpec("omniglot", OMNI, "test", rotations=ROT4),)),),
-            episode=EpisodeSpec(ways, shots, 15), image_size=28, channels=1, train_steps=5000))
-        _register(Protocol(
-            name=f"omniglot-lake-{ways}w{shots}s", version=1, setting="few-shot",
-            description=f"Omniglot, Lake split: train on the 30 background alphabets, test on the 20 "
-                        f"evaluation alphabets (no rotations), 28x28 grey, {ways}-way {shots}-shot",
-            stages=(Stage(train=SplitSpec("omniglot", where=(("split", ("background",)),)),
-                          test=(SplitSpec("omniglot", where=(("split", ("evaluation",)),)),)),),
-            episode=EpisodeSpec(ways, shots, 15), image_size=28, channels=1, train_steps=5000))
-
-CAL = "caltech101-v1"
-for shots in (1, 5):
-    _register(Protocol(
-        name=f"caltech101-5w{shots}s", version=1, setting="few-shot",
-        description=f"Caltech-101, metabench seeded class split v1 (60 train / 15 val / 26 test classes), "
-                    f"84x84 RGB, 5-way {shots}-shot",
-        stages=(Stage(train=SplitSpec("caltech101", CAL, "train"), val=SplitSpec("caltech101", CAL, "val"),
-                      test=(SplitSpec("caltech101", CAL, "test"),)),),
-        episode=EpisodeSpec(5, shots, 15), image_size=84, channels=3, train_steps=3000))
-    for domain in ("photo", "art_painting", "cartoon", "sketch"):
-        _register(Protocol(
-            name=f"caltech101-to-pacs-{domain.replace('_', '-')}-5w{shots}s", version=1, setting="cross-domain",
-            description=f"meta-train on the Caltech-101 train classes (no PACS classes among them), test on "
-                        f"PACS {domain} (7 classes), 84x84 RGB, 5-way {shots}-shot",
-            stages=(Stage(train=SplitSpec("caltech101", CAL, "train"), val=SplitSpec("caltech101", CAL, "val"),
-                          test=(SplitSpec("pacs", where=(("domain", (domain,)),)),)),),
-            episode=EpisodeSpec(5, shots, 15), image_size=84, channels=3, train_steps=3000))

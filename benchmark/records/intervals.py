@@ -1,4 +1,4 @@
-"""Confidence intervals and paired comparisons over per-episode accuracies.
+"""The interval every record reports, and the one way it is written as text.
 
 Every interval here is a two-sided 95% Student-t interval, mean +/- t_{0.975, n-1} * s / sqrt(n),
 with s the sample standard deviation (ddof=1). With one value there is no spread to estimate, so
@@ -30,7 +30,7 @@ class Interval:
         return self.mean + self.ci95
 
     def __str__(self) -> str:
-        return f"{100 * self.mean:.2f} +/- {100 * self.ci95:.2f}% (n={self.n})"
+        return f"{format_ci(self.mean, self.ci95)}% (n={self.n})"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
@@ -48,22 +48,14 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     return Interval(mean, q * std / math.sqrt(n), n, std)
 
 
-@dataclass(frozen=True)
-class PairedTest:
-    n: int
-    mean_diff: float
-    t_pvalue: float
-    wilcoxon_pvalue: float
+def format_ci(mean: float, ci95: float | None, unicode: bool = False, scale: float = 100.0,
+              signed: bool = False) -> str:
+    """"98.61 +/- 0.21" from fractions (mean 0.9861, half-width 0.0021); "n/a" for a missing interval.
+    `unicode` writes ± (the page), `signed` a leading sign (differences), `scale` 1 for values already
+    in points."""
+    pm = "±" if unicode else "+/-"
+    m = f"{scale * mean:+.2f}" if signed else f"{scale * mean:.2f}"
+    if ci95 is None or (isinstance(ci95, float) and math.isnan(ci95)):
+        return f"{m} {pm} n/a"
+    return f"{m} {pm} {scale * ci95:.2f}"
 
-
-def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
-    """Compare two methods evaluated on the same episodes, episode by episode (a - b)."""
-    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"paired test needs two equal-length 1-D sequences, got {x.shape} and {y.shape}")
-    d = x - y
-    if np.all(d == 0):
-        return PairedTest(int(d.size), 0.0, 1.0, 1.0)
-    t_p = float(_st.ttest_rel(x, y).pvalue)
-    w_p = float(_st.wilcoxon(x, y, zero_method="wilcox").pvalue)
-    return PairedTest(int(d.size), float(d.mean()), t_p, w_p)

@@ -1,0 +1,162 @@
+"""What each `bench` command does; the parser is in main.py. This is the top layer: it may import
+every layer below it, and it is what registers the built-in methods (`import baselines`)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import baselines  # noqa: F401  (registers the built-in methods)
+
+from ..core import paths
+from ..core.errors import InvalidRecord
+from ..data import DATASETS, ensure_prepared, prepare, read_manifest_if_prepared
+from ..methods import ALGORITHMS
+from ..protocols import PROTOCOLS
+from ..records import format_ci, mean_ci
+from ..run import RunConfig
+from ..settings import SETTINGS, evaluate, load_record, plan
+from ..page.board import compare, units
+from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
+from ..submissions.submit import submit
+from ..submissions.verify import verify
+from . import perf, serve
+
+
+def _hparams(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise SystemExit(f"bench: --hparam expects KEY=VALUE, got {p!r}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _datasets_of(protocol_names) -> list[str]:
+    return list(dict.fromkeys(d for n in protocol_names for d in PROTOCOLS.get(n).datasets))
+
+
+def _with_source(source: str | None):
+    """--source for this command only: the same as setting $BENCH_SOURCE for it."""
+    if source:
+        os.environ[paths.SOURCE_ENV] = source
+
+
+def cmd_evaluate(args, ap) -> int:
+    cfg = RunConfig(args.method, tuple(args.protocol), seeds=args.seeds, episodes=args.episodes,
+                    train_steps=args.train_steps, max_train_time=args.max_train_time, device=args.device,
+                    hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
+                    write=not args.no_write, progress=not args.quiet, select=args.select,
+                    val_episodes=args.val_episodes, val_checks=args.val_checks)
+    plan(cfg)  # the method, protocols and hyper-parameters are checked before any data is touched
+    _with_source(args.source)
+    ensure_prepared(_datasets_of(cfg.protocols), args.data_dir)
+    evaluate(cfg)
+    return 0
+
+
+def cmd_data(args, ap) -> int:
+    if args.data_command != "prepare":
+        ap.parse_args(["data", "--help"])
+        return 2
+    prepare(args.name, source=args.source, data_dir=args.data_dir, force=args.force)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def cmd_list(args, ap) -> int:
+    if args.method:
+        cls = ALGORITHMS.get(args.method)
+        print(f"{cls.name}: {cls.paper}\ntrains on: {cls.training_data}\nhyper-parameters (defaults):")
+        for k, v in sorted(cls.defaults().items()):
+            print(f"  {k} = {v!r}")
+        if cls.RECIPES:
+            print("paper recipes (the defaults on matching protocols; --hparam overrides them):")
+            for r in cls.RECIPES:
+                steps = f", {r.train_steps} steps" if r.train_steps else ""
+                print(f"  {cls.name}:{r.key}: {dict(r.hparams)}{steps}  [{r.source}]" + (f" note: {r.note}" if r.note else ""))
+        if cls.PAPER_RESULTS:
+            print("reported by the paper:")
+            for name, res in sorted(cls.PAPER_RESULTS.items()):
+                print(f"  {name:<32} {res.mean:.2f}" + (f" +/- {res.ci95:.2f}" if res.ci95 is not None else "")
+                      + f"%  [{res.source}]")
+        return 0
+    print("methods:")
+    print("\n".join(_table([(name, cls.paper) for name, cls in ALGORITHMS.items()])))
+    print("\nsettings:")
+    print("\n".join(_table([(name, s.description) for name, s in SETTINGS.items()])))
+    print("\nprotocols:")
+    print("\n".join(_table([(name, f"v{p.version}", p.setting, f"{p.episode.ways}-way {p.episode.shots}-shot",
+                               f"{p.image_size}px", f"{p.test_episodes} test episodes")
+                              for name, p in PROTOCOLS.items()])))
+    print(f"\ndatasets (prepared in {paths.data_dir(args.data_dir)}):")
+    for name, spec in DATASETS.items():
+        m = read_manifest_if_prepared(name, args.data_dir)
+        state = f"prepared: {m['rows']} images, {m['classes']} classes" if m else f"not prepared (bench data prepare {name})"
+        print(f"  {name:<14} {state}\n  {'':<14} {spec.description}")
+    return 0
+
+
+def cmd_perf(args, ap) -> int:
+    return perf.main(args)
+
+
+def cmd_compare(args, ap) -> int:
+    recs = []
+    for path in (args.a, args.b):
+        try:
+            recs.append(load_record(path))
+        except (OSError, InvalidRecord) as e:
+            print(f"bench: error: {path}: {e}", file=sys.stderr)
+            return 2
+    a, b = recs
+    try:
+        test = compare(a, b)
+    except NotPairable as e:
+        print(f"bench: error: the records cannot be compared unit by unit: {e}", file=sys.stderr)
+        return 2
+    diff = mean_ci(units(a) - units(b))
+    unit = SETTINGS.get(a["setting"]).unit
+    for tag, r in (("A", a), ("B", b)):
+        s = r["summary"]
+        print(f"{tag}: {r['method']['name']:<14} {r['protocol']['name']} v{r['protocol']['version']}  "
+              f"{format_ci(s['mean'], s.get('ci95'))}%  ({r['run_id']})")
+    print(f"difference A - B: {format_ci(diff.mean, diff.ci95, signed=True)} points "
+          f"(95% CI over {diff.n} paired {unit}s)")
+    print(f"paired t-test p = {test.t_pvalue:.3g}; Wilcoxon signed-rank p = {test.wilcoxon_pvalue:.3g}")
+    if significantly_different(test):
+        better, worse = ("A", "B") if test.mean_diff > 0 else ("B", "A")
+        print(f"{better} is significantly better than {worse} (Wilcoxon, alpha = {RANK_ALPHA}).")
+    else:
+        print(f"no significant difference (Wilcoxon, alpha = {RANK_ALPHA}): on the leaderboard they share a rank "
+              f"when one of them leads.")
+    return 0
+
+
+def cmd_leaderboard(args, ap) -> int:
+    return serve.launch(paths.results_dir(args.results), port=args.port)
+
+
+def cmd_submit(args, ap) -> int:
+    def prepare_data(names):  # after the submission passed its checks: a broken file fails fast
+        ensure_prepared(_datasets_of(names), args.data_dir)
+
+    submit(args.spec, args.protocols, before_run=prepare_data, seeds=args.seeds, episodes=args.episodes,
+           train_steps=args.train_steps, device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir,
+           results_dir=args.results, progress=not args.quiet, max_train_time=args.max_train_time)
+    return 0
+
+
+def cmd_verify(args, ap) -> int:
+    report = verify(args.record, sample=args.sample, device=args.device, seed=args.seed, data_dir=args.data_dir,
+                    source=args.source, log=print)
+    print(report.format())
+    return 0 if report.passed else 1
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "data": cmd_data, "list": cmd_list, "perf": cmd_perf,
+            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify, "compare": cmd_compare}

@@ -1,0 +1,1 @@
+"""The leaderboard page's data: records -> ranked tables (board.py) -> what is shown (tables.py)."""

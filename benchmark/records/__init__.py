@@ -1,0 +1,7 @@
+"""Result records: the schema, reading, validating and atomic writing, and the interval they report."""
+from ..core.errors import InvalidRecord
+from .intervals import Interval, format_ci, mean_ci
+from .io import iter_records, read_record, record_path, schema, to_jsonable, validate, write_record
+
+__all__ = ["InvalidRecord", "Interval", "format_ci", "mean_ci", "iter_records", "read_record", "record_path",
+           "schema", "to_jsonable", "validate", "write_record"]

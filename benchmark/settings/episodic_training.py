@@ -1,0 +1,162 @@
+"""The training side of the episodic settings: data views and fixed episodes, the training loop with
+model selection on validation episodes, and scoring on the fixed test episodes. Kept apart from the
+record side (episodic.py) so that reading records, and the page, never import torch."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from tqdm.auto import tqdm
+
+from ..core.errors import BenchError
+from ..episodes import EpisodeSampler, FixedEpisodes, ImageBatchSampler, fixed_episodes
+from ..methods import MetaLearner, TaskInfo
+from ..protocols import Protocol
+from ..run.config import RunConfig
+from ..run.device import on_device_if_it_fits, place, sync
+from ..run.training import fit
+from ..store import EpisodeView, build_view, load_store
+from .base import Scored, Trained
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from the data, built once and shared by all seeds."""
+    protocol: Protocol
+    train: EpisodeView
+    test: EpisodeView
+    episodes: FixedEpisodes
+    data_fingerprints: dict[str, str] = field(default_factory=dict)
+    val: EpisodeView | None = None
+    val_episodes: FixedEpisodes | None = None
+
+
+def episodes_key(protocol: Protocol, split: str) -> str:
+    return f"{protocol.name}:v{protocol.version}:{split}"
+
+
+def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None = None,
+                data_dir: str | None = None, built: dict | None = None, val_episodes: int = 0) -> Prepared:
+    """Views and fixed test (and validation) episodes for one protocol. `built` shares views between
+    protocols of one run (the Caltech-101 -> PACS protocols share their training split), so each is
+    built and moved once."""
+    if not protocol.is_single_stage:
+        raise BenchError(f"protocol {protocol.name} has {len(protocol.stages)} stages; the episodic settings "
+                         f"run single-stage protocols.")
+    built = {} if built is None else built
+    fps: dict[str, str] = {}
+
+    def view(split):
+        store = load_store(split.dataset, protocol.image_size, protocol.channels, data_dir)
+        fps[store.name] = store.fingerprint
+        key = (split, protocol.image_size, protocol.channels)
+        if key not in built:
+            built[key] = on_device_if_it_fits(build_view(store, split), device)
+        return built[key]
+
+    train, test = view(protocol.train), view(protocol.test)
+    eps = fixed_episodes(test, protocol.episode, episodes_key(protocol, "test"), n_episodes or protocol.test_episodes)
+    val = val_eps = None
+    if val_episodes > 0 and protocol.val is not None:
+        val = view(protocol.val)
+        val_eps = fixed_episodes(val, protocol.episode, episodes_key(protocol, "val"), val_episodes)
+    return Prepared(protocol, train, test, eps, fps, val, val_eps)
+
+
+def evaluate_model(model: MetaLearner, view: EpisodeView, index: FixedEpisodes, protocol: Protocol,
+                   device: torch.device, start: int = 0, stop: int | None = None,
+                   progress: bool = True, desc: str = "test episodes") -> tuple[np.ndarray, float]:
+    """Per-episode query accuracy on fixed episodes start..stop-1, and the seconds it took."""
+    place(model, device).eval()
+    sampler = EpisodeSampler(view, protocol.episode)
+    stop = len(index) if stop is None else stop
+    step = max(1, int(model.hp.get("eval_batch", 50)))
+    accs = []
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad(), tqdm(total=stop - start, desc=desc, unit="ep", disable=not progress,
+                               leave=False) as bar:
+        for i in range(start, stop, step):
+            ep = sampler.episodes(index, i, min(i + step, stop)).to(device)
+            logits = model.predict_episodes(ep)
+            want = (ep.batch_size, ep.query_y.shape[1], ep.ways)
+            if tuple(logits.shape) != want:
+                raise BenchError(f"{model.name}.predict returned logits of shape {tuple(logits.shape)}; "
+                                 f"the contract is [episodes, queries, ways] = {list(want)}")
+            if not torch.isfinite(logits).all():
+                raise BenchError(f"{model.name}.predict returned non-finite logits on {desc} {i}..")
+            accs.append((logits.argmax(-1) == ep.query_y).float().mean(1).cpu())
+            bar.update(ep.batch_size)
+    sync(device)
+    return torch.cat(accs).double().numpy(), time.perf_counter() - t0
+
+
+class _Checkpoints(pl.Callback):
+    """Scores the model on the validation episodes every `every` steps and keeps the best weights."""
+
+    def __init__(self, every: int, check):
+        self.every, self.check = every, check
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step > 0 and step % self.every == 0:
+            self.check(module, step)
+
+
+def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: int, device: torch.device) -> Trained:
+    if model.training_data == "episodes":
+        sampler = EpisodeSampler(data.train, model.train_spec(data.protocol))
+        mb = model.hp["meta_batch"]
+        draw = lambda g: sampler.sample(mb, g).to(device)  # noqa: E731
+    elif model.training_data == "batches":
+        images = ImageBatchSampler(data.train)
+        bs = model.hp["batch_size"]
+        draw = lambda g: tuple(t.to(device) for t in images.sample(bs, g))  # noqa: E731
+    else:
+        raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', "
+                         f"not {model.training_data!r}")
+    select = data.val is not None and data.val_episodes is not None and steps > 0
+    checked: list[tuple[int, float]] = []
+    best: dict[str, Any] = {}
+    val_seconds = [0.0]
+
+    def check(module, step):
+        accs, secs = evaluate_model(module, data.val, data.val_episodes, data.protocol, device,
+                                    progress=False, desc="validation episodes")
+        module.train()
+        val_seconds[0] += secs
+        acc = float(accs.mean())
+        checked.append((step, acc))
+        if not best or acc >= best["acc"]:  # ties go to the later, longer-trained model
+            best.update(acc=acc, step=step, state=copy.deepcopy({k: v.detach().cpu() for k, v
+                                                                in module.state_dict().items()}))
+
+    callbacks = [_Checkpoints(max(1, steps // max(1, cfg.val_checks)), check)] if select else []
+    seconds, done = fit(model, draw, steps, seed, device, data.train.device, cfg.progress,
+                        cfg.max_train_time, callbacks)
+    if not select:
+        return Trained(seconds, done)
+    if not checked or checked[-1][0] != done:
+        check(model, done)
+    model.load_state_dict(best["state"])
+    selection = {"rule": "best-val", "split": data.protocol.val.label, "episodes": len(data.val_episodes),
+                 "checked_steps": [s for s, _ in checked], "val_accuracies": [a for _, a in checked],
+                 "chosen_step": best["step"], "val_accuracy": best["acc"], "val_time_s": round(val_seconds[0], 3)}
+    return Trained(seconds, done, selection)
+
+
+def score(model: MetaLearner, data: Prepared, device: torch.device, progress: bool = True) -> Scored:
+    accs, secs = evaluate_model(model, data.test, data.episodes, data.protocol, device, progress=progress)
+    return Scored(accs, secs)
+
+
+def build_model(cls: type[MetaLearner], data: Prepared, hp: dict[str, Any]) -> MetaLearner:
+    p = data.protocol
+    task = TaskInfo(p.episode.ways, p.episode.shots, p.episode.queries, p.image_size, p.channels,
+                    data.train.n_classes)
+    return cls(task, **hp)

@@ -1,0 +1,144 @@
+"""`bench evaluate`: train a method once per seed and score it on every protocol given, through the
+hooks of the protocols' setting; one validated record per protocol, written atomically."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+
+from ..core import paths
+from ..core.errors import BenchError
+from ..methods import ALGORITHMS, MetaLearner
+from ..methods.recipes import resolve_recipe
+from ..protocols import PROTOCOLS, Protocol
+from ..records import format_ci, to_jsonable, write_record
+from ..records.io import SCHEMA_VERSION, validate
+from ..run import CHECKPOINTS, RunConfig, device_info, environment, git_info, resolve_device, save_checkpoint
+from .base import SETTINGS, Setting
+
+
+def setting_of(protocol: Protocol) -> Setting:
+    return SETTINGS.get(protocol.setting)
+
+
+def method_class(name: str) -> type[MetaLearner]:
+    if name not in ALGORITHMS and len(ALGORITHMS) == 0:
+        raise BenchError(f"no methods are registered; `import baselines` registers the built-in ones "
+                         f"(the `bench` command does this itself)")
+    return ALGORITHMS.get(name)
+
+
+def plan(cfg: RunConfig, method_cls: type[MetaLearner] | None = None):
+    """Everything that can be checked without data: protocols, their setting, the method, its recipe and
+    hyper-parameters. Returns (setting, protocols, method class, resolved hparams, recipe, steps)."""
+    protos = [PROTOCOLS.get(p) for p in cfg.protocols]
+    setting = setting_of(protos[0])
+    for p in protos[1:]:
+        if p.setting != setting.name or setting.training_key(p) != setting.training_key(protos[0]):
+            raise BenchError(f"protocols {protos[0].name} and {p.name} do not train the same way (setting, "
+                             f"training split, image size, episode shape or budget differ); evaluate them in "
+                             f"separate runs.")
+    cls = method_cls or method_class(cfg.method)
+    for p in protos:
+        why = setting.supports(p) or cls.supports(p)
+        if why:
+            raise BenchError(f"method {cls.name or cfg.method} cannot run protocol {p.name}: {why}")
+    recipe = resolve_recipe(cls, protos[0])
+    hp = cls.resolve_hparams({**(recipe.hparams if recipe else {}), **cfg.hparams})
+    for p in protos:
+        setting.check_method(cls, hp, p)
+    if cfg.train_steps is not None:
+        steps = cfg.train_steps
+    elif recipe and recipe.train_steps is not None:
+        steps = recipe.train_steps
+    else:
+        steps = protos[0].train_steps
+    return setting, protos, cls, hp, recipe, steps
+
+
+def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
+             log: Callable[[str], None] = print) -> list[tuple[dict, Path | None]]:
+    """Train once per seed and score on every protocol of `cfg`; [(record, path or None)], one per protocol."""
+    setting, protos, cls, hp, recipe, steps = plan(cfg, method_cls)
+    method = cls.name or cfg.method
+    dev = resolve_device(cfg.device)
+    first = protos[0]
+    seeds = cfg.seeds or first.seeds
+    shared: dict = {}
+    datas = [setting.prepare(p, dev, cfg, shared) for p in protos]
+    base_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]
+    res_root = paths.results_dir(cfg.results_dir)
+    ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else res_root / CHECKPOINTS
+    budget = f"{steps} training steps{f' or {cfg.max_train_time:g}s' if cfg.max_train_time else ''}"
+    log(f"{method} on {', '.join(p.name for p in protos)} ({setting.name}): {budget}, seeds {list(seeds)}, "
+        f"device {dev}" + (f", recipe {recipe.name}" if recipe else ""))
+    runs: list[list[dict]] = [[] for _ in protos]
+    for seed in seeds:
+        pl.seed_everything(seed, verbose=False)
+        model = setting.build_model(cls, datas[0], hp)
+        trained = setting.train(model, datas[0], cfg, steps, seed, dev)
+        ckpt = save_checkpoint(model, model.hp, ckpt_root / f"{base_id}-seed{seed}.pt", method, first.name,
+                               first.version, seed, relative_to=res_root) if cfg.write else None
+        for j, data in enumerate(datas):
+            scored = setting.score(model, data, dev, progress=cfg.progress)
+            entry = {"seed": int(seed), **setting.run_section(scored), "train_steps": trained.steps,
+                     "train_budget": {"steps": int(steps), "max_time_s": cfg.max_train_time},
+                     "train_time_s": round(trained.seconds, 3), "eval_time_s": round(scored.seconds, 3),
+                     "selection": to_jsonable(trained.selection), "checkpoint": ckpt, **to_jsonable(scored.extra)}
+            if len(protos) > 1:
+                entry["trained_with"] = [p.name for p in protos]  # one training run served all of these
+            chosen = trained.selection.get("chosen_step")
+            log(f"  seed {seed}, {data.protocol.name}: {format_ci(entry['mean'], entry.get('ci95'))}%  "
+                f"(train {trained.steps} steps in {trained.seconds:.1f}s"
+                f"{f', kept step {chosen} by validation' if chosen is not None else ''}; "
+                f"eval {scored.seconds:.1f}s)")
+            runs[j].append(entry)
+    out = []
+    for run_id, proto, data, proto_runs in zip(run_ids, protos, datas, runs):
+        record = make_record(run_id, setting, proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
+        s = record["summary"]
+        seed_part = (f", seed means {format_ci(s['mean'], s['seed_ci95'])}% over {s['n_seeds']} seeds"
+                     if s.get("seed_ci95") is not None else "")
+        log(f"{method} on {proto.name}: {format_ci(s['mean'], s.get('ci95'))}% (95% CI over "
+            f"{s.get('n_episodes', '?')} {setting.unit}s){seed_part}")
+        path = None
+        if cfg.write:
+            path = write_record(res_root, record)
+            log(f"wrote {path}")
+        out.append((record, path))
+    return out
+
+
+def make_record(run_id: str, setting: Setting, proto: Protocol, data: Any, method: str, cls: type[MetaLearner],
+                hp: dict, recipe, runs: list[dict], dev, cfg: RunConfig) -> dict:
+    method_block: dict[str, Any] = {"name": method, "backbone": hp.get("backbone"), "hparams": to_jsonable(hp),
+                                    "paper": cls.paper, "recipe": recipe.name if recipe else None}
+    if cfg.source:
+        method_block["source"] = dict(cfg.source)
+    summary = {**setting.summary_section(runs),
+               "train_time_s": round(sum(r["train_time_s"] for r in runs), 3),
+               "eval_time_s": round(sum(r["eval_time_s"] for r in runs), 3)}
+    record = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kind": cfg.kind,
+        "setting": setting.name, "protocol": setting.protocol_section(proto, data), "method": method_block,
+        "seeds": [r["seed"] for r in runs], "runs": runs, "summary": summary,
+        "device": device_info(dev), "environment": environment(), "code": git_info(),
+        "data": data.data_fingerprints,
+    }
+    validate(record)
+    problem = setting.section_problem(record)
+    if problem:
+        raise BenchError(f"internal error: the {setting.name} record section is inconsistent: {problem}")
+    return record
+
+
+def run(method: str, protocol: str, **kwargs: Any) -> tuple[dict, Path | None]:
+    """One protocol, keyword settings as in RunConfig: the record and where it was written (None if not)."""
+    method_cls = kwargs.pop("method_cls", None)
+    log = kwargs.pop("log", print)
+    return evaluate(RunConfig(method, (protocol,), **kwargs), method_cls, log)[0]

@@ -1,0 +1,1 @@
+"""Submissions: loading and checking a user's one-file method, `bench submit` and `bench verify`."""

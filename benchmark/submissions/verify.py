@@ -1,0 +1,232 @@
+"""`bench verify`: re-check any record (submission or built-in) against its saved checkpoints.
+
+It does not trust the numbers in a record: it checks each checkpoint's sha256, regenerates the
+protocol's fixed test episodes (their fingerprint must match), reloads the weights and re-runs a
+seeded random sample of test episodes, comparing per-episode accuracies with what was recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ..core.errors import BenchError, InvalidRecord
+from ..core.files import sha256_bytes, sha256_file
+from ..core.registry import UnknownName
+from ..data import ensure_prepared
+from ..episodes import FixedEpisodes, fixed_episodes
+from ..protocols import PROTOCOLS
+from ..records import to_jsonable
+from ..run import CHECKPOINTS, resolve_device
+from ..settings import Prepared, evaluate_model, load_record, method_class, prepare_run, setting_of
+from .loading import load_submission
+
+
+class VerifyError(BenchError):
+    """A record that cannot be verified at all (missing files, unknown protocol, ...): exit 2."""
+
+
+@dataclass
+class SeedCheck:
+    seed: int
+    checkpoint: str
+    indices: list[int] = field(default_factory=list)
+    recorded: list[float] = field(default_factory=list)
+    recomputed: list[float] = field(default_factory=list)
+    bad: list[int] = field(default_factory=list)          # sampled episode indices that disagree
+    mean_abs: float = 0.0
+    mean_too_far: bool = False                            # each within a query, but biased on average
+    problem: str | None = None                            # why this seed failed before any re-run
+
+
+@dataclass
+class VerifyReport:
+    record_path: Path
+    method: str
+    protocol: str
+    ways_queries: int
+    device: str
+    seeds: list[SeedCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tolerance(self) -> tuple[float, float]:
+        """(per-episode, mean absolute) tolerances: one query may flip, half a query on average."""
+        return 1 / self.ways_queries + 1e-9, 0.5 / self.ways_queries
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and bool(self.seeds) and all(
+            s.problem is None and not s.bad and not s.mean_too_far for s in self.seeds)
+
+    def format(self) -> str:
+        tol, mtol = self.tolerance
+        lines = [f"verify {self.record_path}", f"  {self.method} on {self.protocol}, re-run on {self.device}"]
+        lines += [f"  note: {n}" for n in self.notes]
+        for s in self.seeds:
+            lines.append(f"  seed {s.seed}: checkpoint {s.checkpoint}")
+            if s.problem:
+                lines.append(f"    FAIL: {s.problem}")
+                continue
+            lines.append(f"    {'episode':>8}  {'recorded':>9}  {'recomputed':>10}  {'diff':>7}")
+            for i, r, c in zip(s.indices, s.recorded, s.recomputed):
+                flag = "  <- disagrees" if i in s.bad else ""
+                lines.append(f"    {i:>8}  {r:>9.4f}  {c:>10.4f}  {c - r:>+7.4f}{flag}")
+            lines.append(f"    {len(s.indices)} episodes, mean |diff| {s.mean_abs:.4f} "
+                         f"(allowed: {tol:.4f} per episode, {mtol:.4f} on average)")
+        lines += [f"  FAIL: {p}" for p in self.problems]
+        for s in self.seeds:
+            if s.bad:
+                lines.append(f"  FAIL: seed {s.seed}: episode(s) {', '.join(map(str, s.bad))} do not reproduce "
+                             f"the recorded accuracies")
+            elif s.mean_too_far:
+                lines.append(f"  FAIL: seed {s.seed}: mean |diff| {s.mean_abs:.4f} exceeds {mtol:.4f}")
+        n = sum(len(s.indices) for s in self.seeds)
+        lines.append(f"verdict: PASS: {n} sampled episode(s) over {len(self.seeds)} seed(s) reproduce the record"
+                     if self.passed else "verdict: FAIL: the record is not reproduced (see above)")
+        return "\n".join(lines)
+
+
+def _resolve_source(file: str, root: Path) -> Path:
+    p = Path(file).expanduser()
+    for cand in (p, root.parent / p, root / p):
+        if cand.is_file():
+            return cand
+    raise VerifyError(f"the submission file {file} named in the record is not here (looked relative to the "
+                      f"current folder and to {root.parent}); pass --source PATH.py")
+
+
+def _sample_episodes(prep: Prepared, key: str, indices: list[int]) -> FixedEpisodes:
+    """Episode i generated on its own (start=i, count=1), for each sampled i, stacked into one index.
+    fixed_episodes is a pure function of (key, index); checking each against the full index's slice
+    makes that a fact for this record rather than an assumption."""
+    spec = prep.protocol.episode
+    parts = [fixed_episodes(prep.test, spec, key, 1, start=i) for i in indices]
+    full = prep.episodes
+    for i, one in zip(indices, parts):
+        if not (torch.equal(one.classes[0], full.classes[i]) and torch.equal(one.slots[0], full.slots[i])
+                and torch.equal(one.qperm[0], full.qperm[i])):
+            raise VerifyError(f"episode {i} generated alone differs from the batched index; this is a bug "
+                              f"in benchmark/episodes.py")
+    return FixedEpisodes(torch.cat([p.classes for p in parts]), torch.cat([p.slots for p in parts]),
+                         torch.cat([p.qperm for p in parts]), f"sample of {full.fingerprint}")
+
+
+def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed: int = 0,
+           data_dir: str | None = None, source: str | None = None, results_root: str | Path | None = None,
+           log: Callable[[str], None] = lambda _m: None) -> VerifyReport:
+    """Re-run a seeded sample of a record's test episodes from its checkpoints; see the module docstring.
+    Raises VerifyError when it cannot verify; returns a report whose `passed` is the verdict."""
+    path = Path(record_path)
+    if not path.is_file():
+        raise VerifyError(f"{path}: no such record")
+    try:
+        record = load_record(path)
+    except (InvalidRecord, UnicodeDecodeError) as e:
+        raise VerifyError(f"{path}: not a valid record: {e}") from None
+    root = Path(results_root) if results_root else path.resolve().parents[3]
+    rp, rm = record["protocol"], record["method"]
+    try:
+        proto = PROTOCOLS.get(rp["name"])
+    except UnknownName as e:
+        raise VerifyError(f"{path}: {e}") from None
+    if proto.version != rp["version"]:
+        raise VerifyError(f"{path}: the record is for {proto.name} v{rp['version']} but this code has "
+                          f"v{proto.version}, whose test episodes differ; verify it with a checkout that has "
+                          f"v{rp['version']}")
+    dev = resolve_device(device)
+    nq = proto.episode.ways * proto.episode.queries
+    report = VerifyReport(path, rm["name"], f"{proto.name} v{proto.version}", nq, str(dev))
+
+    # the method's code: a built-in from the registry, a submission from its file (unchanged)
+    src = rm.get("source")
+    if src or record["kind"] == "submission":
+        if not src:
+            raise VerifyError(f"{path}: a submission record without method.source; it cannot be re-run")
+        file = Path(source) if source else _resolve_source(src["file"], root)
+        got = sha256_bytes(file.read_bytes())
+        if got != src["sha256"]:
+            report.problems.append(f"the submission file {file} changed since the record was made (sha256 "
+                                   f"{got[:12]}..., recorded {src['sha256'][:12]}...); the record can only be "
+                                   f"verified with the file that produced it")
+            return report
+        cls, _ = load_submission(f"{file}:{src['class']}" if src.get("class") else str(file), dry=False)
+        if cls.name != rm["name"]:
+            report.problems.append(f"{file} defines method {cls.name!r}, the record names {rm['name']!r}")
+            return report
+        report.notes.append(f"submission {file} (sha256 matches the record)")
+    else:
+        try:
+            cls = method_class(rm["name"])
+        except UnknownName as e:
+            raise VerifyError(f"{path}: {e}") from None
+
+    # the episodes: regenerate the whole fixed index and compare its fingerprint
+    n = rp["test_episodes"]
+    ensure_prepared(proto.datasets, data_dir)
+    prep = prepare_run(proto, dev, n, data_dir)
+    if prep.episodes.fingerprint != rp["episodes_fingerprint"]:
+        report.problems.append(f"the record's episodes_fingerprint {rp['episodes_fingerprint'][:12]}... is not "
+                               f"that of {proto.name} v{proto.version}'s {n} fixed test episodes "
+                               f"({prep.episodes.fingerprint[:12]}...): it was not scored on the protocol's episodes")
+        return report
+    report.notes.append(f"episodes_fingerprint matches the {n} regenerated test episodes")
+    for name, fp in prep.data_fingerprints.items():
+        if record["data"].get(name) not in (None, fp):
+            report.notes.append(f"prepared {name} here has fingerprint {fp[:12]}..., the record's is "
+                                f"{record['data'][name][:12]}...; images may differ")
+
+    rng = np.random.default_rng(seed)
+    k = n if sample <= 0 or sample >= n else sample
+    indices = sorted(int(i) for i in rng.choice(n, size=k, replace=False))
+    key = f"{proto.name}:v{proto.version}:test"
+    sub = replace(prep, episodes=_sample_episodes(prep, key, indices))
+    tol, mtol = report.tolerance
+    for run in record["runs"]:
+        ck = run.get("checkpoint")
+        check = SeedCheck(run["seed"], ck["path"] if ck else "-")
+        report.seeds.append(check)
+        if not ck:
+            raise VerifyError(f"{path}: seed {run['seed']} has no checkpoint in the record; it cannot be verified")
+        cpath = Path(ck["path"])
+        cpath = cpath if cpath.is_absolute() else root / cpath
+        if not cpath.is_file():
+            raise VerifyError(f"{path}: seed {run['seed']}: checkpoint {cpath} is missing; a results folder must "
+                              f"keep its {CHECKPOINTS}/ beside the records")
+        got = sha256_file(cpath)
+        if got != ck["sha256"]:
+            check.problem = (f"checkpoint {cpath} has sha256 {got[:12]}..., the record says "
+                             f"{ck['sha256'][:12]}...: the weights are not the ones that were scored")
+            continue
+        blob = torch.load(cpath, map_location="cpu", weights_only=True)
+        # a checkpoint trained once for several protocols (run["trained_with"]) names the first of them
+        trained_for = [proto.name, *run.get("trained_with", [])]
+        meta = {"method": rm["name"], "seed": run["seed"]}
+        wrong = [f"{k_}={blob.get(k_)!r} (record: {v!r})" for k_, v in meta.items() if blob.get(k_) != v]
+        if blob.get("protocol") not in trained_for:
+            wrong.append(f"it was trained for {blob.get('protocol')!r}, not {proto.name}")
+        elif blob.get("protocol") == proto.name and blob.get("protocol_version") != proto.version:
+            wrong.append(f"it was trained for {proto.name} v{blob.get('protocol_version')}")
+        if to_jsonable(blob.get("hparams")) != rm["hparams"]:
+            wrong.append("hparams differ from the record's")
+        if wrong:
+            check.problem = f"checkpoint {cpath} does not belong to this record: {', '.join(wrong)}"
+            continue
+        pl.seed_everything(run["seed"], verbose=False)
+        model = setting_of(proto).build_model(cls, prep, blob["hparams"])
+        model.load_state_dict(blob["state_dict"])
+        log(f"seed {run['seed']}: re-running {len(indices)} of {n} test episodes on {dev}")
+        accs, _ = evaluate_model(model, sub.test, sub.episodes, proto, dev, progress=False)
+        check.indices = indices
+        check.recorded = [float(run["episode_accuracies"][i]) for i in indices]
+        check.recomputed = [float(a) for a in accs]
+        diffs = np.abs(np.asarray(check.recomputed) - np.asarray(check.recorded))
+        check.mean_abs = float(diffs.mean())
+        check.bad = [i for i, d in zip(indices, diffs) if d > tol]
+        check.mean_too_far = check.mean_abs > mtol
+    return report
