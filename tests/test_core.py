@@ -253,7 +253,7 @@ def test_the_run_refuses_to_write_an_inconsistent_section(harness_record, tmp_pa
     with pytest.raises(BenchError, match="section is inconsistent"):
         harness.run("pixelproto", "omniglot-5w1s", episodes=6, train_steps=0, device="cpu", method_cls=PixelProto,
                     results_dir=str(tmp_path), log=lambda _m: None)
-    assert not any(p.suffix == ".json" for p in tmp_path.rglob("*"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no record, and no orphan checkpoint
 
 
 # ---- samplers ------------------------------------------------------------------------------------
@@ -534,3 +534,11 @@ def test_resnet12_backbone_feeds_a_method(size, channels):
     sx, sy = torch.randn(1, 5, channels, size, size), torch.arange(5).view(1, 5)
     with torch.no_grad():
         assert model.predict(sx, sy, torch.randn(1, 10, channels, size, size), 5).shape == (1, 10, 5)
+
+
+def test_an_unwritable_results_folder_fails_before_training(harness_record, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BenchError, match="cannot be written"):
+        harness.run("pixelproto", "omniglot-5w1s", episodes=6, train_steps=0, device="cpu", method_cls=PixelProto,
+                    results_dir=str(blocker / "results"), log=lambda _m: None)

@@ -11,8 +11,10 @@ from ..core import paths
 from ..core.errors import InvalidRecord
 from ..data import DATASETS, ensure_prepared, prepare, read_manifest_if_prepared
 from ..methods import ALGORITHMS
+from ..data.folder import prepare_folder, user_datasets
 from ..protocols import PROTOCOLS
-from ..records import format_ci, mean_ci
+from ..protocols import files as protocol_files
+from ..records import Record, format_ci, mean_ci
 from ..run import RunConfig
 from ..settings import SETTINGS, evaluate, load_record, plan
 from ..page.board import compare, units
@@ -43,7 +45,8 @@ def _with_source(source: str | None):
 
 
 def cmd_evaluate(args, ap) -> int:
-    cfg = RunConfig(args.method, tuple(args.protocol), seeds=args.seeds, episodes=args.episodes,
+    protocols = protocol_files.resolve(args.protocol, args.data_dir)  # files and added names -> registered
+    cfg = RunConfig(args.method, tuple(protocols), seeds=args.seeds, episodes=args.episodes,
                     train_steps=args.train_steps, max_train_time=args.max_train_time, device=args.device,
                     hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
                     write=not args.no_write, progress=not args.quiet, select=args.select,
@@ -59,7 +62,18 @@ def cmd_data(args, ap) -> int:
     if args.data_command != "prepare":
         ap.parse_args(["data", "--help"])
         return 2
+    if args.from_folder:
+        prepare_folder(args.from_folder, args.name, data_dir=args.data_dir, layout=args.layout, force=args.force)
+        return 0
     prepare(args.name, source=args.source, data_dir=args.data_dir, force=args.force)
+    return 0
+
+
+def cmd_protocol(args, ap) -> int:
+    if args.protocol_command != "add":
+        ap.parse_args(["protocol", "--help"])
+        return 2
+    protocol_files.add(args.file, args.data_dir)
     return 0
 
 
@@ -98,6 +112,9 @@ def cmd_list(args, ap) -> int:
         m = read_manifest_if_prepared(name, args.data_dir)
         state = f"prepared: {m['rows']} images, {m['classes']} classes" if m else f"not prepared (bench data prepare {name})"
         print(f"  {name:<14} {state}\n  {'':<14} {spec.description}")
+    for name, m in user_datasets(args.data_dir):
+        domains = f", {len(m['domains'])} domains" if m.get("domains") else ""
+        print(f"  {name:<14} yours: {m['rows']} images, {m['classes']} classes{domains}\n  {'':<14} from {m['source']}")
     return 0
 
 
@@ -121,10 +138,10 @@ def cmd_compare(args, ap) -> int:
         return 2
     diff = mean_ci(units(a) - units(b))
     unit = SETTINGS.get(a["setting"]).unit
-    for tag, r in (("A", a), ("B", b)):
-        s = r["summary"]
-        print(f"{tag}: {r['method']['name']:<14} {r['protocol']['name']} v{r['protocol']['version']}  "
-              f"{format_ci(s['mean'], s.get('ci95'))}%  ({r['run_id']})")
+    for tag, rec in (("A", a), ("B", b)):
+        r = Record.from_dict(rec)
+        print(f"{tag}: {r.method.name:<14} {r.protocol.name} v{r.protocol.version}  "
+              f"{format_ci(r.summary.mean, mean_ci(units(rec)).ci95)}%  ({r.run_id})")
     print(f"difference A - B: {format_ci(diff.mean, diff.ci95, signed=True)} points "
           f"(95% CI over {diff.n} paired {unit}s)")
     print(f"paired t-test p = {test.t_pvalue:.3g}; Wilcoxon signed-rank p = {test.wilcoxon_pvalue:.3g}")
@@ -145,13 +162,15 @@ def cmd_submit(args, ap) -> int:
     def prepare_data(names):  # after the submission passed its checks: a broken file fails fast
         ensure_prepared(_datasets_of(names), args.data_dir)
 
-    submit(args.spec, args.protocols, before_run=prepare_data, seeds=args.seeds, episodes=args.episodes,
+    protocols = protocol_files.resolve(args.protocols, args.data_dir)  # files and added names -> registered
+    submit(args.spec, protocols, before_run=prepare_data, seeds=args.seeds, episodes=args.episodes,
            train_steps=args.train_steps, device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir,
            results_dir=args.results, progress=not args.quiet, max_train_time=args.max_train_time)
     return 0
 
 
 def cmd_verify(args, ap) -> int:
+    protocol_files.resolve_for_record(args.record, args.data_dir)  # a file protocol: register it first
     report = verify(args.record, sample=args.sample, device=args.device, seed=args.seed, data_dir=args.data_dir,
                     source=args.source, log=print)
     print(report.format())
@@ -159,4 +178,5 @@ def cmd_verify(args, ap) -> int:
 
 
 COMMANDS = {"evaluate": cmd_evaluate, "data": cmd_data, "list": cmd_list, "perf": cmd_perf,
-            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify, "compare": cmd_compare}
+            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify, "compare": cmd_compare,
+            "protocol": cmd_protocol}

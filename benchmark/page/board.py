@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.errors import InvalidRecord
-from ..records import iter_records, mean_ci, record_path
+from ..records import Record, iter_records, mean_ci, record_path
 from ..settings import SETTINGS, check_record
 from ..stats.paired import PairedTest, paired_test
 from ..stats.ranking import RANK_ALPHA, NotPairable, Ranked, rank_vectors
@@ -62,35 +62,25 @@ def units(record: dict):
     return SETTINGS.get(record["setting"]).units(record)
 
 
-def _selection(record: dict) -> str:
-    rules = sorted({r.get("selection", {}).get("rule", "final") for r in record["runs"]})
-    return ", ".join(rules)
-
-
 def _row(record: dict, path: str) -> dict:
-    p, m, s = record["protocol"], record["method"], record["summary"]
-    setting = SETTINGS.get(record["setting"])
-    backbone = m.get("backbone") or "—"
-    datasets = list(p.get("datasets") or [])
-    runs = record["runs"]
-    train = s.get("train_time_s", sum(r["train_time_s"] for r in runs))
-    evaluate = s.get("eval_time_s", sum(r["eval_time_s"] for r in runs))
-    dev = record["device"]
-    device = dev["type"] + (f" ({dev['name']})" if dev.get("name") else "")
+    r = Record.from_dict(record)
+    p = r.protocol.section  # the episodic settings' fields; absent for other settings
+    setting = SETTINGS.get(r.setting)
     vec = setting.units(record)
     ways = p.get("ways")
     return {
-        "setting": record["setting"], "protocol": p["name"], "version": p["version"], "method": m["name"],
-        "kind": record["kind"], "backbone": backbone, "entry": f"{m['name']} · {backbone}",
+        "setting": r.setting, "protocol": r.protocol.name, "version": r.protocol.version, "method": r.method.name,
+        "kind": r.kind, "backbone": r.method.backbone or "—", "entry": r.method.entry,
         "ways": ways, "shots": p.get("shots"), "queries": p.get("queries"), "image_size": p.get("image_size"),
-        "datasets": ", ".join(datasets),
-        "family": f"{' + '.join(datasets) or p['name']}" + (f" · {ways}-way" if ways else ""),
-        "test_split": p.get("test_split", ""), "mean": s["mean"], "ci95": mean_ci(vec).ci95,
-        "seed_ci95": mean_ci([r["mean"] for r in runs]).ci95, "n_units": len(vec), "n_seeds": s["n_seeds"],
-        "train_time_s": float(train), "eval_time_s": float(evaluate), "total_time_s": float(train) + float(evaluate),
-        "device": device, "created": pd.to_datetime(record["created"], utc=True),
-        "pairing": "|".join(str(k) for k in setting.pairing_key(record)), "recipe": m.get("recipe"),
-        "selection": _selection(record), "path": path, "run_id": record["run_id"],
+        "datasets": ", ".join(r.protocol.datasets),
+        "family": f"{' + '.join(r.protocol.datasets) or r.protocol.name}" + (f" · {ways}-way" if ways else ""),
+        "test_split": p.get("test_split", ""), "mean": r.summary.mean, "ci95": mean_ci(vec).ci95,
+        "seed_ci95": mean_ci([run.mean for run in r.runs]).ci95, "n_units": len(vec), "n_seeds": r.summary.n_seeds,
+        "train_time_s": float(r.train_time_s), "eval_time_s": float(r.eval_time_s),
+        "total_time_s": float(r.train_time_s) + float(r.eval_time_s),
+        "device": r.device_label, "created": pd.to_datetime(r.created, utc=True),
+        "pairing": "|".join(str(k) for k in setting.pairing_key(record)), "recipe": r.method.recipe,
+        "selection": ", ".join(sorted({run.selection_rule for run in r.runs})), "path": path, "run_id": r.run_id,
     }
 
 

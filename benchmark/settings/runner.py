@@ -2,6 +2,7 @@
 hooks of the protocols' setting; one validated record per protocol, written atomically."""
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -67,50 +68,79 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
     dev = resolve_device(cfg.device)
     first = protos[0]
     seeds = cfg.seeds or first.seeds
+    res_root = paths.results_dir(cfg.results_dir)
+    if cfg.write:
+        check_writable(res_root)  # found now, not after an hour of training
     shared: dict = {}
     datas = [setting.prepare(p, dev, cfg, shared) for p in protos]
     base_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]
-    res_root = paths.results_dir(cfg.results_dir)
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else res_root / CHECKPOINTS
     budget = f"{steps} training steps{f' or {cfg.max_train_time:g}s' if cfg.max_train_time else ''}"
     log(f"{method} on {', '.join(p.name for p in protos)} ({setting.name}): {budget}, seeds {list(seeds)}, "
         f"device {dev}" + (f", recipe {recipe.name}" if recipe else ""))
     runs: list[list[dict]] = [[] for _ in protos]
-    for seed in seeds:
-        pl.seed_everything(seed, verbose=False)
-        model = setting.build_model(cls, datas[0], hp)
-        trained = setting.train(model, datas[0], cfg, steps, seed, dev)
-        ckpt = save_checkpoint(model, model.hp, ckpt_root / f"{base_id}-seed{seed}.pt", method, first.name,
-                               first.version, seed, relative_to=res_root) if cfg.write else None
-        for j, data in enumerate(datas):
-            scored = setting.score(model, data, dev, progress=cfg.progress)
-            entry = {"seed": int(seed), **setting.run_section(scored), "train_steps": trained.steps,
-                     "train_budget": {"steps": int(steps), "max_time_s": cfg.max_train_time},
-                     "train_time_s": round(trained.seconds, 3), "eval_time_s": round(scored.seconds, 3),
-                     "selection": to_jsonable(trained.selection), "checkpoint": ckpt, **to_jsonable(scored.extra)}
-            if len(protos) > 1:
-                entry["trained_with"] = [p.name for p in protos]  # one training run served all of these
-            chosen = trained.selection.get("chosen_step")
-            log(f"  seed {seed}, {data.protocol.name}: {format_ci(entry['mean'], entry.get('ci95'))}%  "
-                f"(train {trained.steps} steps in {trained.seconds:.1f}s"
-                f"{f', kept step {chosen} by validation' if chosen is not None else ''}; "
-                f"eval {scored.seconds:.1f}s)")
-            runs[j].append(entry)
-    out = []
-    for run_id, proto, data, proto_runs in zip(run_ids, protos, datas, runs):
-        record = make_record(run_id, setting, proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
-        s = record["summary"]
-        seed_part = (f", seed means {format_ci(s['mean'], s['seed_ci95'])}% over {s['n_seeds']} seeds"
-                     if s.get("seed_ci95") is not None else "")
-        log(f"{method} on {proto.name}: {format_ci(s['mean'], s.get('ci95'))}% (95% CI over "
-            f"{s.get('n_episodes', '?')} {setting.unit}s){seed_part}")
-        path = None
-        if cfg.write:
-            path = write_record(res_root, record)
-            log(f"wrote {path}")
-        out.append((record, path))
-    return out
+    saved: list[Path] = []  # checkpoints written so far; removed if the run fails before any record is
+    written: list[Path] = []
+    try:
+        for seed in seeds:
+            pl.seed_everything(seed, verbose=False)
+            model = setting.build_model(cls, datas[0], hp)
+            trained = setting.train(model, datas[0], cfg, steps, seed, dev)
+            ckpt = None
+            if cfg.write:
+                ckpt_path = ckpt_root / f"{base_id}-seed{seed}.pt"
+                saved.append(ckpt_path)
+                ckpt = save_checkpoint(model, model.hp, ckpt_path, method, first.name, first.version, seed,
+                                       relative_to=res_root)
+            for j, (proto, data) in enumerate(zip(protos, datas)):
+                scored = setting.score(model, data, dev, progress=cfg.progress)
+                entry = {"seed": int(seed), **setting.run_section(scored), "train_steps": trained.steps,
+                         "train_budget": {"steps": int(steps), "max_time_s": cfg.max_train_time},
+                         "train_time_s": round(trained.seconds, 3), "eval_time_s": round(scored.seconds, 3),
+                         "selection": to_jsonable(trained.selection), "checkpoint": ckpt,
+                         **to_jsonable(scored.extra)}
+                if len(protos) > 1:
+                    entry["trained_with"] = [p.name for p in protos]  # one training run served all of these
+                chosen = trained.selection.get("chosen_step")
+                log(f"  seed {seed}, {proto.name}: {format_ci(entry['mean'], entry.get('ci95'))}%  "
+                    f"(train {trained.steps} steps in {trained.seconds:.1f}s"
+                    f"{f', kept step {chosen} by validation' if chosen is not None else ''}; "
+                    f"eval {scored.seconds:.1f}s)")
+                runs[j].append(entry)
+        # every record is built and checked before the first is written
+        records = [make_record(run_id, setting, proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
+                   for run_id, proto, data, proto_runs in zip(run_ids, protos, datas, runs)]
+        out = []
+        for proto, record in zip(protos, records):
+            s = record["summary"]
+            seed_part = (f", seed means {format_ci(s['mean'], s['seed_ci95'])}% over {s['n_seeds']} seeds"
+                         if s.get("seed_ci95") is not None else "")
+            log(f"{method} on {proto.name}: {format_ci(s['mean'], s.get('ci95'))}% (95% CI over "
+                f"{len(setting.units(record))} {setting.unit}s){seed_part}")
+            path = None
+            if cfg.write:
+                path = write_record(res_root, record)
+                written.append(path)
+                log(f"wrote {path}")
+            out.append((record, path))
+        return out
+    except BaseException:
+        if not written:  # no record names them: they are orphans
+            for p in saved:
+                p.unlink(missing_ok=True)
+        raise
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training when the results folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise BenchError(f"the results folder {folder} cannot be written ({e.strerror or e}); choose another with "
+                         f"--results or ${paths.RESULTS_ENV}") from None
 
 
 def make_record(run_id: str, setting: Setting, proto: Protocol, data: Any, method: str, cls: type[MetaLearner],

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from ..core.errors import BenchError
 from ..core.registry import UnknownName
 from ..protocols import PROTOCOLS
-from ..records import format_ci
+from ..records import Record, format_ci
 from ..run import RunConfig
 from ..settings import SETTINGS, evaluate, setting_of
 from .loading import DEFAULT_DRY_PROTOCOL, load_submission
@@ -69,10 +69,9 @@ def submit(spec: str, protocols: list[str] | None = None, log: Callable[[str], N
         done += evaluate(cfg, method_cls=cls, log=log)
     rows, written = [], []
     for record, path in done:
-        n = record["protocol"]["name"]
-        s = record["summary"]
-        rows.append((n, format_ci(s["mean"], s.get("ci95")), str(s.get("n_episodes", "-")), str(s["n_seeds"]),
-                     str(path or "-")))
+        r = Record.from_dict(record)
+        rows.append((r.protocol.name, format_ci(r.summary.mean, r.summary.section.get("ci95")),
+                     str(r.summary.section.get("n_episodes", "-")), str(r.summary.n_seeds), str(path or "-")))
         if path:
             written.append(path)
     if rows:

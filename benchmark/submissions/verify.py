@@ -20,9 +20,9 @@ from ..core.registry import UnknownName
 from ..data import ensure_prepared
 from ..episodes import FixedEpisodes, fixed_episodes
 from ..protocols import PROTOCOLS
-from ..records import to_jsonable
+from ..records import Record, to_jsonable
 from ..run import CHECKPOINTS, resolve_device
-from ..settings import Prepared, evaluate_model, load_record, method_class, prepare_run, setting_of
+from ..settings import SETTINGS, Episodic, Prepared, evaluate_model, load_record, method_class, prepare_run, setting_of
 from .loading import load_submission
 
 
@@ -126,26 +126,29 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
     if not path.is_file():
         raise VerifyError(f"{path}: no such record")
     try:
-        record = load_record(path)
+        record = Record.from_dict(load_record(path))
     except (InvalidRecord, UnicodeDecodeError) as e:
         raise VerifyError(f"{path}: not a valid record: {e}") from None
     root = Path(results_root) if results_root else path.resolve().parents[3]
-    rp, rm = record["protocol"], record["method"]
+    rp, rm = record.protocol, record.method
+    if not isinstance(SETTINGS.get(record.setting), Episodic):
+        raise VerifyError(f"{path}: verify re-runs test episodes; records of the {record.setting} setting are not "
+                          f"episodic")
     try:
-        proto = PROTOCOLS.get(rp["name"])
+        proto = PROTOCOLS.get(rp.name)
     except UnknownName as e:
         raise VerifyError(f"{path}: {e}") from None
-    if proto.version != rp["version"]:
-        raise VerifyError(f"{path}: the record is for {proto.name} v{rp['version']} but this code has "
+    if proto.version != rp.version:
+        raise VerifyError(f"{path}: the record is for {proto.name} v{rp.version} but this code has "
                           f"v{proto.version}, whose test episodes differ; verify it with a checkout that has "
-                          f"v{rp['version']}")
+                          f"v{rp.version}")
     dev = resolve_device(device)
     nq = proto.episode.ways * proto.episode.queries
-    report = VerifyReport(path, rm["name"], f"{proto.name} v{proto.version}", nq, str(dev))
+    report = VerifyReport(path, rm.name, f"{proto.name} v{proto.version}", nq, str(dev))
 
     # the method's code: a built-in from the registry, a submission from its file (unchanged)
-    src = rm.get("source")
-    if src or record["kind"] == "submission":
+    src = rm.source
+    if src or record.kind == "submission":
         if not src:
             raise VerifyError(f"{path}: a submission record without method.source; it cannot be re-run")
         file = Path(source) if source else _resolve_source(src["file"], root)
@@ -156,30 +159,30 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
                                    f"verified with the file that produced it")
             return report
         cls, _ = load_submission(f"{file}:{src['class']}" if src.get("class") else str(file), dry=False)
-        if cls.name != rm["name"]:
-            report.problems.append(f"{file} defines method {cls.name!r}, the record names {rm['name']!r}")
+        if cls.name != rm.name:
+            report.problems.append(f"{file} defines method {cls.name!r}, the record names {rm.name!r}")
             return report
         report.notes.append(f"submission {file} (sha256 matches the record)")
     else:
         try:
-            cls = method_class(rm["name"])
+            cls = method_class(rm.name)
         except UnknownName as e:
             raise VerifyError(f"{path}: {e}") from None
 
     # the episodes: regenerate the whole fixed index and compare its fingerprint
-    n = rp["test_episodes"]
+    n = rp.section["test_episodes"]
     ensure_prepared(proto.datasets, data_dir)
     prep = prepare_run(proto, dev, n, data_dir)
-    if prep.episodes.fingerprint != rp["episodes_fingerprint"]:
-        report.problems.append(f"the record's episodes_fingerprint {rp['episodes_fingerprint'][:12]}... is not "
+    if prep.episodes.fingerprint != rp.section["episodes_fingerprint"]:
+        report.problems.append(f"the record's episodes_fingerprint {rp.section['episodes_fingerprint'][:12]}... is not "
                                f"that of {proto.name} v{proto.version}'s {n} fixed test episodes "
                                f"({prep.episodes.fingerprint[:12]}...): it was not scored on the protocol's episodes")
         return report
     report.notes.append(f"episodes_fingerprint matches the {n} regenerated test episodes")
     for name, fp in prep.data_fingerprints.items():
-        if record["data"].get(name) not in (None, fp):
+        if record.data.get(name) not in (None, fp):
             report.notes.append(f"prepared {name} here has fingerprint {fp[:12]}..., the record's is "
-                                f"{record['data'][name][:12]}...; images may differ")
+                                f"{record.data[name][:12]}...; images may differ")
 
     rng = np.random.default_rng(seed)
     k = n if sample <= 0 or sample >= n else sample
@@ -187,43 +190,43 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
     key = f"{proto.name}:v{proto.version}:test"
     sub = replace(prep, episodes=_sample_episodes(prep, key, indices))
     tol, mtol = report.tolerance
-    for run in record["runs"]:
-        ck = run.get("checkpoint")
-        check = SeedCheck(run["seed"], ck["path"] if ck else "-")
+    for run in record.runs:
+        ck = run.checkpoint
+        check = SeedCheck(run.seed, ck.path if ck else "-")
         report.seeds.append(check)
         if not ck:
-            raise VerifyError(f"{path}: seed {run['seed']} has no checkpoint in the record; it cannot be verified")
-        cpath = Path(ck["path"])
+            raise VerifyError(f"{path}: seed {run.seed} has no checkpoint in the record; it cannot be verified")
+        cpath = Path(ck.path)
         cpath = cpath if cpath.is_absolute() else root / cpath
         if not cpath.is_file():
-            raise VerifyError(f"{path}: seed {run['seed']}: checkpoint {cpath} is missing; a results folder must "
+            raise VerifyError(f"{path}: seed {run.seed}: checkpoint {cpath} is missing; a results folder must "
                               f"keep its {CHECKPOINTS}/ beside the records")
         got = sha256_file(cpath)
-        if got != ck["sha256"]:
+        if got != ck.sha256:
             check.problem = (f"checkpoint {cpath} has sha256 {got[:12]}..., the record says "
-                             f"{ck['sha256'][:12]}...: the weights are not the ones that were scored")
+                             f"{ck.sha256[:12]}...: the weights are not the ones that were scored")
             continue
         blob = torch.load(cpath, map_location="cpu", weights_only=True)
-        # a checkpoint trained once for several protocols (run["trained_with"]) names the first of them
-        trained_for = [proto.name, *run.get("trained_with", [])]
-        meta = {"method": rm["name"], "seed": run["seed"]}
+        # a checkpoint trained once for several protocols (run.trained_with) names the first of them
+        trained_for = [proto.name, *run.trained_with]
+        meta = {"method": rm.name, "seed": run.seed}
         wrong = [f"{k_}={blob.get(k_)!r} (record: {v!r})" for k_, v in meta.items() if blob.get(k_) != v]
         if blob.get("protocol") not in trained_for:
             wrong.append(f"it was trained for {blob.get('protocol')!r}, not {proto.name}")
         elif blob.get("protocol") == proto.name and blob.get("protocol_version") != proto.version:
             wrong.append(f"it was trained for {proto.name} v{blob.get('protocol_version')}")
-        if to_jsonable(blob.get("hparams")) != rm["hparams"]:
+        if to_jsonable(blob.get("hparams")) != rm.hparams:
             wrong.append("hparams differ from the record's")
         if wrong:
             check.problem = f"checkpoint {cpath} does not belong to this record: {', '.join(wrong)}"
             continue
-        pl.seed_everything(run["seed"], verbose=False)
+        pl.seed_everything(run.seed, verbose=False)
         model = setting_of(proto).build_model(cls, prep, blob["hparams"])
         model.load_state_dict(blob["state_dict"])
-        log(f"seed {run['seed']}: re-running {len(indices)} of {n} test episodes on {dev}")
+        log(f"seed {run.seed}: re-running {len(indices)} of {n} test episodes on {dev}")
         accs, _ = evaluate_model(model, sub.test, sub.episodes, proto, dev, progress=False)
         check.indices = indices
-        check.recorded = [float(run["episode_accuracies"][i]) for i in indices]
+        check.recorded = [float(run.section["episode_accuracies"][i]) for i in indices]
         check.recomputed = [float(a) for a in accs]
         diffs = np.abs(np.asarray(check.recomputed) - np.asarray(check.recorded))
         check.mean_abs = float(diffs.mean())
