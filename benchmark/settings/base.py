@@ -113,6 +113,10 @@ class Setting:
     def protocol_section(self, protocol: Protocol, data: Any) -> dict[str, Any]:
         return protocol.summary()
 
+    def data_fingerprints(self, data: Any) -> dict[str, str]:
+        """Dataset name -> fingerprint of the prepared data the run read (the record's `data`)."""
+        return dict(getattr(data, "data_fingerprints", {}))
+
     def run_section(self, scored: Scored) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -158,7 +158,7 @@ def make_record(run_id: str, setting: Setting, proto: Protocol, data: Any, metho
         "setting": setting.name, "protocol": setting.protocol_section(proto, data), "method": method_block,
         "seeds": [r["seed"] for r in runs], "runs": runs, "summary": summary,
         "device": device_info(dev), "environment": environment(), "code": git_info(),
-        "data": data.data_fingerprints,
+        "data": setting.data_fingerprints(data),
     }
     validate(record)
     problem = setting.section_problem(record)
