@@ -10,8 +10,8 @@ import baselines  # noqa: F401  (registers the built-in methods)
 from ..core import paths
 from ..core.errors import InvalidRecord
 from ..data import DATASETS, ensure_prepared, prepare, read_manifest_if_prepared
-from ..methods import ALGORITHMS
 from ..data.folder import prepare_folder, user_datasets
+from ..methods import ALGORITHMS
 from ..protocols import PROTOCOLS
 from ..protocols import files as protocol_files
 from ..records import Record, format_ci, mean_ci

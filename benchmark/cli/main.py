@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "results/<setting>/<protocol>/<method>/<run>.json.")
     ev.add_argument("--method", default="protonet", help="a registered method (default: protonet; see `bench list`)")
     ev.add_argument("--protocol", nargs="+", default=["omniglot-5w1s"],
-                    help="a registered protocol (default: omniglot-5w1s); several that share their training "
+                    help="a registered or added protocol, or a protocol file (default: omniglot-5w1s); several that share their training "
                          "set-up (e.g. caltech101-5w1s and the caltech101-to-pacs-*-5w1s ones) train once per seed")
     ev.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="training seeds; several give per-seed results and a CI over seed means (default: 0)")
@@ -67,10 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
                             in the data folder, with a manifest of checksums. Idempotent and atomic.
                             The source is --source, else ${paths.SOURCE_ENV}_<NAME>, else ${paths.SOURCE_ENV}
                             (a folder with one sub-folder per dataset), else the canonical download URL."""))
-    pr.add_argument("name", help="dataset name (see `bench list`)")
+    pr.add_argument("name", help="dataset name (see `bench list`); with --from-folder, the name to give yours")
     pr.add_argument("--source", default=None, help="folder (or base URL) holding the archive(s)")
+    pr.add_argument("--from-folder", default=None, metavar="PATH",
+                    help="your own images instead: PATH/<class>/<image> or PATH/<domain>/<class>/<image>")
+    pr.add_argument("--layout", choices=("class", "domain/class"), default=None,
+                    help="the --from-folder layout (default: detected from the tree)")
     pr.add_argument("--force", action="store_true", help="rebuild even if already prepared from the same source")
     _add_data_dir(pr)
+
+    pt = sub.add_parser("protocol", help="add your own protocol from a TOML or YAML file",
+                        description="Check a protocol file and copy it to <data dir>/protocols/, so commands "
+                        "take it by name (--protocol NAME); any command also takes the file's path directly. "
+                        "See README.md, 'Your own data'.")
+    ptsub = pt.add_subparsers(dest="protocol_command", metavar="ACTION")
+    pta = ptsub.add_parser("add", help="check a protocol file and add it by name")
+    pta.add_argument("file", metavar="FILE", help="a .toml, .yaml or .yml protocol file")
+    _add_data_dir(pta)
 
     ls = sub.add_parser("list", help="list methods, protocols and datasets")
     ls.add_argument("--method", default=None, help="show one method's hyper-parameters and defaults")

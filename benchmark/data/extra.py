@@ -134,7 +134,10 @@ def tar_members(path: Path, keep: Callable[[PurePosixPath], bool]) -> Iterator[t
                     p = PurePosixPath(member.name)
                     if not member.isfile() or not keep(p):
                         continue
-                    data = tar.extractfile(member).read()
+                    stream = tar.extractfile(member)
+                    if stream is None:
+                        raise EOFError(f"member {member.name} has no data")
+                    data = stream.read()
                     if len(data) != member.size:
                         raise EOFError(f"member {member.name} is cut short")
                     yield p, data
@@ -172,13 +175,13 @@ def build_mini_imagenet(files: dict[str, Path]):
     if absent:
         raise DataError(f"mini-imagenet: {len(absent)} image(s) named in the split csvs are missing from "
                         f"{images}: {_listing(absent)}. The images folder is incomplete: copy it again.")
-    rows: dict[str, list] = {"image": [], "label": [], "split": []}
+    columns: dict[str, list] = {"image": [], "label": [], "split": []}
     for split in SPLITS:
         for fn, label in entries[split]:
-            rows["image"].append({"bytes": (images / fn).read_bytes(), "path": None})
-            rows["label"].append(label)
-            rows["split"].append(split)
-    return make_dataset(rows, image_features(split="string"))
+            columns["image"].append({"bytes": (images / fn).read_bytes(), "path": None})
+            columns["label"].append(label)
+            columns["split"].append(split)
+    return make_dataset(columns, image_features(split="string"))
 
 
 # --- CIFAR-100: CIFAR-FS and FC100 -----------------------------------------------------------------
@@ -193,12 +196,12 @@ def _pickle_globals() -> dict[tuple[str, str], object]:
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
     # The official pickles were written by Python 2 (numpy.core...); re-pickled copies may name numpy._core.
     return {("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
             ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
-            ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,
-            ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
+            ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,  # type: ignore[attr-defined]
+            ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,  # type: ignore[attr-defined]
             ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
             ("_codecs", "encode"): codecs.encode}
 
@@ -318,8 +321,8 @@ def build_cub(files: dict[str, Path]):
         raise DataError(f"{files[CUB_ARCHIVE]} holds no CUB_200_2011/images/<class>/<file>.jpg members; it is "
                         f"not the CUB-200-2011 archive.")
     split_of = assign_splits(classes, {c for c, _, _ in found}, "cub")
-    rows = {"image": [{"bytes": data, "path": None} for _, _, data in found],
-            "label": [c for c, _, _ in found], "split": [split_of[c] for c, _, _ in found]}
+    rows: dict[str, list] = {"image": [{"bytes": data, "path": None} for _, _, data in found],
+                             "label": [c for c, _, _ in found], "split": [split_of[c] for c, _, _ in found]}
     return make_dataset(rows, image_features(split="string"))
 
 

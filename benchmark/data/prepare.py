@@ -168,7 +168,6 @@ def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | 
     spec = DATASETS.get(name)
     root = paths.data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / name
     files = resolve_source(spec, source, root)
     log(f"checking {len(files)} source file(s) for {name} ...")
     source_sums = {}
@@ -182,10 +181,20 @@ def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | 
     if spec.auxiliary:
         for key, p in spec.auxiliary(files).items():
             source_sums[key] = sha256_tree(p)
+    return install(name, root, source_sums, lambda: spec.build(files), spec.columns, force=force, log=log)
 
+
+def install(name: str, root: Path, source_sums: dict, build: Callable[[], object],
+            columns: tuple[str, ...] = ("image", "label"), force: bool = False,
+            log: Callable[[str], None] = print, extra: dict | None = None) -> PreparedData:
+    """Build `<root>/<name>` atomically unless it was already prepared from the same sources (and the
+    same `extra` manifest entries, which are written into the manifest too)."""
+    final = root / name
+    extra = extra or {}
     existing = read_manifest(final)
     if existing and not force and existing.get("source_sha256") == source_sums \
-            and existing.get("prepare_version") == PREPARE_VERSION:
+            and existing.get("prepare_version") == PREPARE_VERSION \
+            and all(existing.get(k) == v for k, v in extra.items()):
         log(f"{name} is already prepared at {final} (fingerprint {existing['fingerprint'][:12]}); nothing to do.")
         return PreparedData(name, final, existing)
 
@@ -194,8 +203,8 @@ def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | 
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     try:
         t0 = time.time()
-        ds = spec.build(files)
-        missing_cols = [c for c in spec.columns if c not in ds.column_names]
+        ds = build()
+        missing_cols = [c for c in columns if c not in ds.column_names]
         if missing_cols:
             raise DataError(f"builder for {name} produced no column(s) {missing_cols}")
         if len(ds) == 0:
@@ -209,7 +218,7 @@ def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | 
             "name": name, "prepare_version": PREPARE_VERSION, "fingerprint": fingerprint,
             "rows": len(ds), "classes": len(labels), "columns": ds.column_names,
             "source_sha256": source_sums, "files_sha256": arrow_sums,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
         }
         _manifest_path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
         if final.exists():
@@ -239,6 +248,9 @@ def load_prepared(name_or_path: str, data_dir: str | os.PathLike | None = None) 
                             f"bench data prepare {name_or_path} --source PATH "
                             f"(or set {paths.SOURCE_ENV} to the folder holding the archives).")
         return PreparedData(name_or_path, folder, manifest)
+    user = read_manifest(root / name_or_path) if "/" not in name_or_path and not name_or_path.startswith(".") else None
+    if user and user.get("user"):  # prepared with `bench data prepare --from-folder` (data/folder.py)
+        return PreparedData(name_or_path, root / name_or_path, user)
     if candidate.exists():
         manifest = read_manifest(candidate)
         if manifest is not None:

@@ -25,7 +25,7 @@ from ..episodes import Episodes
 from ..protocols import EpisodeSpec, Protocol
 from .recipes import PaperResult, Recipe
 
-ALGORITHMS: Registry[type] = Registry("method")
+ALGORITHMS: Registry[type[MetaLearner]] = Registry("method")
 
 # Hyper-parameters every method has; a method's own HPARAMS add to or override these.
 COMMON_HPARAMS: dict[str, Any] = {

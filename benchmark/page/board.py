@@ -110,10 +110,10 @@ def load(results_dir: str | Path, latest_only: bool = True) -> Board:
     if results_dir.is_dir():
         for path, record, error in iter_records(results_dir):
             rel = path.relative_to(results_dir).as_posix()
-            if error is None:
+            if record is not None and error is None:
                 error = record_problem(record, path, results_dir)
-            if error is not None:
-                skipped.append(Skipped(rel, error))
+            if record is None or error is not None:
+                skipped.append(Skipped(rel, error or "unreadable"))
                 continue
             rows.append(_row(record, rel))
             records[rel] = record

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import hashlib
 import re
 
 from ..core.registry import Registry
@@ -25,12 +26,16 @@ class SplitSpec:
     part: str | None = None               # its part: "train", "val" or "test"
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()   # row filters, e.g. (("domain", ("sketch",)),)
     rotations: tuple[int, ...] = (0,)     # degrees; each (class, rotation) is a class of its own
+    classes: tuple[str, ...] = ()         # the split's classes given inline (protocol files), instead of a file
 
     @property
     def label(self) -> str:
         bits = [self.dataset]
         if self.class_split:
             bits.append(f"{self.class_split}:{self.part}")
+        if self.classes:  # named by count and digest: a changed class list is a different split
+            digest = hashlib.sha256("\n".join(self.classes).encode()).hexdigest()
+            bits.append(f"{self.part or 'classes'}:{len(self.classes)}@{digest[:12]}")
         bits += [f"{col}={'+'.join(vals)}" for col, vals in self.where]
         if self.rotations != (0,):
             bits.append("rot" + "+".join(str(r) for r in self.rotations))
@@ -69,6 +74,7 @@ class Protocol:
     seeds: tuple[int, ...] = (0,)
     tags: tuple[str, ...] = field(default=())
     family: str = ""                 # what paper recipes are keyed by, e.g. "omniglot"; default: the train dataset
+    source: tuple[str, str] | None = field(default=None, compare=False)  # (file, sha256) of a protocol file
 
     def __post_init__(self):
         # which settings exist is the settings layer's business; here only the name's form is checked
@@ -108,7 +114,8 @@ class Protocol:
         return {"name": self.name, "version": self.version, "setting": self.setting, "family": self.family,
                 "ways": self.episode.ways, "shots": self.episode.shots, "queries": self.episode.queries,
                 "image_size": self.image_size, "datasets": list(self.datasets),
-                "test_split": self.test.label, "test_episodes": self.test_episodes}
+                "test_split": self.test.label, "test_episodes": self.test_episodes,
+                **({"source": {"file": self.source[0], "sha256": self.source[1]}} if self.source else {})}
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")

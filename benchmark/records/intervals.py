@@ -33,7 +33,7 @@ class Interval:
         return f"{format_ci(self.mean, self.ci95)}% (n={self.n})"
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interval:
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError("mean_ci needs a non-empty 1-D sequence of values")

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import time
 import warnings
+from datetime import timedelta
 from typing import Callable, Iterator, Sequence
 
 import pytorch_lightning as pl
@@ -74,7 +75,7 @@ def fit(model: pl.LightningModule, draw: Callable[[torch.Generator], object], st
             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
             logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
             callbacks=[FiniteLoss(), *callbacks], num_sanity_val_steps=0, deterministic=False,
-            max_time={"seconds": max_time_s} if max_time_s else None)
+            max_time=timedelta(seconds=max_time_s) if max_time_s else None)
     t0 = time.perf_counter()
     with quiet_lightning():
         trainer.fit(model, train_dataloaders=loader)

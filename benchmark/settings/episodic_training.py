@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -109,6 +109,7 @@ class _Checkpoints(pl.Callback):
 
 
 def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: int, device: torch.device) -> Trained:
+    draw: Callable[[torch.Generator], object]
     if model.training_data == "episodes":
         sampler = EpisodeSampler(data.train, model.train_spec(data.protocol))
         mb = model.hp["meta_batch"]
@@ -120,13 +121,15 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
     else:
         raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', "
                          f"not {model.training_data!r}")
-    select = data.val is not None and data.val_episodes is not None and steps > 0
+    val, val_eps, val_split = data.val, data.val_episodes, data.protocol.val
+    select = val is not None and val_eps is not None and val_split is not None and steps > 0
     checked: list[tuple[int, float]] = []
     best: dict[str, Any] = {}
     val_seconds = [0.0]
 
     def check(module, step):
-        accs, secs = evaluate_model(module, data.val, data.val_episodes, data.protocol, device,
+        assert val is not None and val_eps is not None
+        accs, secs = evaluate_model(module, val, val_eps, data.protocol, device,
                                     progress=False, desc="validation episodes")
         module.train()
         val_seconds[0] += secs
@@ -139,12 +142,12 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
     callbacks = [_Checkpoints(max(1, steps // max(1, cfg.val_checks)), check)] if select else []
     seconds, done = fit(model, draw, steps, seed, device, data.train.device, cfg.progress,
                         cfg.max_train_time, callbacks)
-    if not select:
+    if not select or val_split is None or val_eps is None:
         return Trained(seconds, done)
     if not checked or checked[-1][0] != done:
         check(model, done)
     model.load_state_dict(best["state"])
-    selection = {"rule": "best-val", "split": data.protocol.val.label, "episodes": len(data.val_episodes),
+    selection = {"rule": "best-val", "split": val_split.label, "episodes": len(val_eps),
                  "checked_steps": [s for s, _ in checked], "val_accuracies": [a for _, a in checked],
                  "chosen_step": best["step"], "val_accuracy": best["acc"], "val_time_s": round(val_seconds[0], 3)}
     return Trained(seconds, done, selection)

@@ -32,15 +32,22 @@ def method_class(name: str) -> type[MetaLearner]:
     return ALGORITHMS.get(name)
 
 
+def shares_training(a: Setting, pa: Protocol, b: Setting, pb: Protocol) -> bool:
+    """Whether one trained model can serve both protocols: their settings train the same way (the same
+    hooks, e.g. few-shot and cross-domain) and the protocols' training set-ups are equal."""
+    same_hooks = type(a).prepare is type(b).prepare and type(a).train is type(b).train
+    return same_hooks and a.training_key(pa) == b.training_key(pb)
+
+
 def plan(cfg: RunConfig, method_cls: type[MetaLearner] | None = None):
     """Everything that can be checked without data: protocols, their setting, the method, its recipe and
     hyper-parameters. Returns (setting, protocols, method class, resolved hparams, recipe, steps)."""
     protos = [PROTOCOLS.get(p) for p in cfg.protocols]
     setting = setting_of(protos[0])
     for p in protos[1:]:
-        if p.setting != setting.name or setting.training_key(p) != setting.training_key(protos[0]):
-            raise BenchError(f"protocols {protos[0].name} and {p.name} do not train the same way (setting, "
-                             f"training split, image size, episode shape or budget differ); evaluate them in "
+        if not shares_training(setting, protos[0], setting_of(p), p):
+            raise BenchError(f"protocols {protos[0].name} and {p.name} do not train the same way (training split, "
+                             f"image size, episode shape, budget or recipe family differ); evaluate them in "
                              f"separate runs.")
     cls = method_cls or method_class(cfg.method)
     for p in protos:
@@ -77,7 +84,7 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
     run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else res_root / CHECKPOINTS
     budget = f"{steps} training steps{f' or {cfg.max_train_time:g}s' if cfg.max_train_time else ''}"
-    log(f"{method} on {', '.join(p.name for p in protos)} ({setting.name}): {budget}, seeds {list(seeds)}, "
+    log(f"{method} on {', '.join(p.name for p in protos)}: {budget}, seeds {list(seeds)}, "
         f"device {dev}" + (f", recipe {recipe.name}" if recipe else ""))
     runs: list[list[dict]] = [[] for _ in protos]
     saved: list[Path] = []  # checkpoints written so far; removed if the run fails before any record is
@@ -94,8 +101,9 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
                 ckpt = save_checkpoint(model, model.hp, ckpt_path, method, first.name, first.version, seed,
                                        relative_to=res_root)
             for j, (proto, data) in enumerate(zip(protos, datas)):
-                scored = setting.score(model, data, dev, progress=cfg.progress)
-                entry = {"seed": int(seed), **setting.run_section(scored), "train_steps": trained.steps,
+                own = setting_of(proto)  # the training is shared; scoring and the record are each setting's
+                scored = own.score(model, data, dev, progress=cfg.progress)
+                entry = {"seed": int(seed), **own.run_section(scored), "train_steps": trained.steps,
                          "train_budget": {"steps": int(steps), "max_time_s": cfg.max_train_time},
                          "train_time_s": round(trained.seconds, 3), "eval_time_s": round(scored.seconds, 3),
                          "selection": to_jsonable(trained.selection), "checkpoint": ckpt,
@@ -109,7 +117,7 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
                     f"eval {scored.seconds:.1f}s)")
                 runs[j].append(entry)
         # every record is built and checked before the first is written
-        records = [make_record(run_id, setting, proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
+        records = [make_record(run_id, setting_of(proto), proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
                    for run_id, proto, data, proto_runs in zip(run_ids, protos, datas, runs)]
         out = []
         for proto, record in zip(protos, records):
@@ -117,7 +125,7 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
             seed_part = (f", seed means {format_ci(s['mean'], s['seed_ci95'])}% over {s['n_seeds']} seeds"
                          if s.get("seed_ci95") is not None else "")
             log(f"{method} on {proto.name}: {format_ci(s['mean'], s.get('ci95'))}% (95% CI over "
-                f"{len(setting.units(record))} {setting.unit}s){seed_part}")
+                f"{len(setting_of(proto).units(record))} {setting_of(proto).unit}s){seed_part}")
             path = None
             if cfg.write:
                 path = write_record(res_root, record)

@@ -16,7 +16,7 @@ class PairedTest:
     wilcoxon_pvalue: float
 
 
-def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
+def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedTest:
     """Compare two methods evaluated on the same episodes, episode by episode (a - b)."""
     x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if x.shape != y.shape or x.ndim != 1:

@@ -46,8 +46,8 @@ def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
             raise DataError(f"split {split.label}: dataset {store.name} has no column {col!r}")
         keep &= np.isin(store.columns[col], values)
     labels = store.columns["label"]
-    if split.class_split:
-        wanted = class_split(split.class_split)[split.part]
+    if split.class_split or split.classes:
+        wanted = split.classes or class_split(split.class_split)[split.part]
         present = set(labels[keep])
         absent = [c for c in wanted if c not in present]
         if absent:

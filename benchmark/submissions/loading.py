@@ -34,7 +34,7 @@ class SubmissionError(BenchError):
     """A submission file that does not meet the contract; the message lists every problem."""
 
 
-def builtin_methods() -> dict[str, type]:
+def builtin_methods() -> dict[str, type[MetaLearner]]:
     return dict(ALGORITHMS.items())
 
 
@@ -98,8 +98,8 @@ def _find_class(module, path: Path, class_name: str | None) -> type:
     if len(learners) == 1:
         return learners[0]
     if len(learners) > 1:
-        names = ", ".join(c.__name__ for c in learners)
-        raise SubmissionError(f"{path}: defines several MetaLearner subclasses ({names}); name the one to "
+        several = ", ".join(c.__name__ for c in learners)
+        raise SubmissionError(f"{path}: defines several MetaLearner subclasses ({several}); name the one to "
                               f"submit as {path}:ClassName")
     plain = [c.__name__ for c in classes if issubclass(c, pl.LightningModule)]
     if plain:
@@ -212,9 +212,10 @@ def load_submission(spec: str, protocols: list[str] | None = None, hparams: dict
                         "submissions are loaded by `bench submit`, not registered")
     if problems:
         raise SubmissionError(f"{path}: {cls.__name__} does not meet the method contract "
-                              f"(benchmark/algorithms.py):\n  - " + "\n  - ".join(problems))
+                              f"(benchmark/methods/contract.py):\n  - " + "\n  - ".join(problems))
+    assert issubclass(cls, MetaLearner)  # contract_problems says so otherwise
     if dry:
-        shapes = {}
+        shapes: dict[tuple[int, int], Protocol] = {}
         for name in protocols or [DEFAULT_DRY_PROTOCOL]:
             p = PROTOCOLS.get(name)
             if cls.supports(p) is None:

@@ -62,7 +62,7 @@ def submit(spec: str, protocols: list[str] | None = None, log: Callable[[str], N
     groups: dict = {}
     for n in todo:
         p = PROTOCOLS.get(n)
-        groups.setdefault((p.setting, setting_of(p).training_key(p)), []).append(n)
+        groups.setdefault((type(setting_of(p)).train, setting_of(p).training_key(p)), []).append(n)
     done = []
     for group in groups.values():
         cfg = RunConfig(cls.name, tuple(group), kind="submission", source=source, **run_kwargs)
@@ -78,8 +78,8 @@ def submit(spec: str, protocols: list[str] | None = None, log: Callable[[str], N
         head = ("protocol", "accuracy %", "episodes", "seeds", "record")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         log("\n" + "  ".join(h.ljust(w) for h, w in zip(head, widths)))
-        for r in rows:
-            log("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        for row in rows:
+            log("  ".join(c.ljust(w) for c, w in zip(row, widths)))
         if written:
             log(f"\ncheck a record with `bench verify {written[0]}`; see them with `bench leaderboard`")
     return written

@@ -55,7 +55,7 @@ CALTECH_SIZES = {"train": 60, "val": 15}  # the rest (26) is test
 
 
 def make_caltech101(classes: list[str], seed: int = 0) -> dict:
-    groups = {c: (c,) for c in classes}
+    groups: dict[str, tuple[str, ...]] = {c: (c,) for c in classes}
     for g in CALTECH_GROUPS:
         for c in g:
             groups[c] = g
