@@ -15,9 +15,10 @@ from ..methods import ALGORITHMS
 from ..protocols import PROTOCOLS
 from ..protocols import files as protocol_files
 from ..records import Record, format_ci, mean_ci
-from ..run import RunConfig
+from ..run import RunConfig, resolve_device
 from ..settings import SETTINGS, evaluate, load_record, plan
-from ..page.board import compare, units
+from ..page.board import compare, load, units
+from ..page.tables import paper_in_ci
 from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
 from ..submissions.submit import submit
 from ..submissions.verify import verify
@@ -52,6 +53,7 @@ def cmd_evaluate(args, ap) -> int:
                     write=not args.no_write, progress=not args.quiet, select=args.select,
                     val_episodes=args.val_episodes, val_checks=args.val_checks)
     plan(cfg)  # the method, protocols and hyper-parameters are checked before any data is touched
+    resolve_device(cfg.device)
     _with_source(args.source)
     ensure_prepared(_datasets_of(cfg.protocols), args.data_dir)
     evaluate(cfg)
@@ -82,6 +84,31 @@ def _table(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
+def _paper(res) -> str:
+    return f"{res.mean:.2f}" + (f" +/- {res.ci95:.2f}" if res.ci95 is not None else "")
+
+
+def _paper_vs_here(cls, results: str | None) -> None:
+    """For each protocol with a paper number: the method's newest record there, and whether the paper's
+    number lies inside this project's 95% CI."""
+    folder = paths.results_dir(results)
+    table = load(folder).table
+    mine = table[table["method"] == cls.name]
+    print(f"paper vs here (the newest {cls.name} record per protocol in {folder}):")
+    for name, res in sorted(cls.PAPER_RESULTS.items()):
+        rows = mine[mine["protocol"] == name].sort_values(["created", "run_id"])
+        if rows.empty:
+            print(f"  {name:<32} paper {_paper(res)}%  here: no record")
+            continue
+        r = rows.iloc[-1]
+        inside = paper_in_ci(r["mean"], r["ci95"], res.mean)
+        verdict = ("no interval to compare with" if inside is None else "paper inside our 95% CI" if inside else
+                   f"paper outside our 95% CI (ours {100 * r['mean'] - res.mean:+.2f} points)")
+        print(f"  {name:<32} paper {_paper(res)}%  here {format_ci(r['mean'], r['ci95'])}% "
+              f"({r['backbone']}, recipe {r['recipe'] or 'none'}, {r['n_units']} {SETTINGS.get(r['setting']).unit}s, "
+              f"run {r['run_id']}): {verdict}")
+
+
 def cmd_list(args, ap) -> int:
     if args.method:
         cls = ALGORITHMS.get(args.method)
@@ -96,8 +123,8 @@ def cmd_list(args, ap) -> int:
         if cls.PAPER_RESULTS:
             print("reported by the paper:")
             for name, res in sorted(cls.PAPER_RESULTS.items()):
-                print(f"  {name:<32} {res.mean:.2f}" + (f" +/- {res.ci95:.2f}" if res.ci95 is not None else "")
-                      + f"%  [{res.source}]")
+                print(f"  {name:<32} {_paper(res)}%  [{res.source}]" + (f" note: {res.note}" if res.note else ""))
+            _paper_vs_here(cls, args.results)
         return 0
     print("methods:")
     print("\n".join(_table([(name, cls.paper) for name, cls in ALGORITHMS.items()])))
@@ -163,6 +190,7 @@ def cmd_submit(args, ap) -> int:
         ensure_prepared(_datasets_of(names), args.data_dir)
 
     protocols = protocol_files.resolve(args.protocols, args.data_dir)  # files and added names -> registered
+    resolve_device(args.device)  # a bad --device is named before the submission or any data is loaded
     submit(args.spec, protocols, before_run=prepare_data, seeds=args.seeds, episodes=args.episodes,
            train_steps=args.train_steps, device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir,
            results_dir=args.results, progress=not args.quiet, max_train_time=args.max_train_time)

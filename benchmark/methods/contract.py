@@ -13,6 +13,7 @@ Nothing about files, seeds, devices or logging lives in a method: the harness ow
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from ..core.errors import HParamError
 from ..core.registry import Registry
 from ..episodes import Episodes
 from ..protocols import EpisodeSpec, Protocol
+from .backbones import BACKBONES
 from .recipes import PaperResult, Recipe
 
 ALGORITHMS: Registry[type[MetaLearner]] = Registry("method")
@@ -36,6 +38,30 @@ COMMON_HPARAMS: dict[str, Any] = {
     "meta_batch": 1,      # episodes per training step (episodic methods)
     "eval_batch": 50,     # test episodes per forward pass; memory, not results, depends on it
 }
+
+
+# Inclusive (low, high) bounds, None for open; a method adds its own in HPARAM_BOUNDS. Every float must
+# be finite, and a learning rate (a name that is lr or ends in _lr) positive.
+HPARAM_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "train_ways": (0, None), "train_shots": (0, None), "train_queries": (0, None),
+    "meta_batch": (1, None), "eval_batch": (1, None),
+}
+
+
+def _out_of_bounds(key: str, value: Any, bounds: dict[str, tuple[float | None, float | None]]) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{key}={value} is not a finite number"
+    if (key == "lr" or key.endswith("_lr")) and value <= 0:
+        return f"{key}={value}: a learning rate must be positive"
+    if key == "train_ways" and value == 1:
+        return "train_ways=1: an episode needs at least 2 ways (0 means the protocol's)"
+    low, high = bounds.get(key, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"at least {low}" if high is None else f"at most {high}" if low is None else f"in [{low}, {high}]"
+        return f"{key}={value} must be {span}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +82,7 @@ class MetaLearner(pl.LightningModule):
     HPARAMS: ClassVar[dict[str, Any]] = {}
     RECIPES: ClassVar[tuple[Recipe, ...]] = ()              # the paper's set-up per protocol family
     PAPER_RESULTS: ClassVar[dict[str, PaperResult]] = {}    # protocol name -> what the paper reported
+    HPARAM_BOUNDS: ClassVar[dict[str, tuple[float | None, float | None]]] = {}  # (low, high), None = open
 
     def __init__(self, task: TaskInfo, **overrides: Any):
         super().__init__()
@@ -77,6 +104,11 @@ class MetaLearner(pl.LightningModule):
         out = dict(defaults)
         for k, v in overrides.items():
             out[k] = _coerce(k, v, defaults[k])
+        problems = [p for k, v in out.items() if (p := _out_of_bounds(k, v, {**HPARAM_BOUNDS, **cls.HPARAM_BOUNDS}))]
+        if out["backbone"] not in BACKBONES:
+            problems.append(BACKBONES.unknown_message(str(out["backbone"])))
+        if problems:
+            raise HParamError(f"{cls.name or cls.__name__}: " + "; ".join(problems))
         return out
 
     @classmethod

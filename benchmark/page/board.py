@@ -35,6 +35,10 @@ COLUMNS = [
 ]
 
 
+# Clocks differ a little between machines; a record dated further ahead than this is not believed.
+FUTURE_TOLERANCE = pd.Timedelta(hours=1)
+
+
 @dataclass(frozen=True)
 class Skipped:
     path: str
@@ -90,8 +94,12 @@ def record_problem(record: dict, path: Path | None = None, results_dir: Path | N
         check_record(record)
     except InvalidRecord as e:
         return str(e)
-    if pd.isna(pd.to_datetime(record["created"], utc=True, errors="coerce")):
+    created = pd.to_datetime(record["created"], utc=True, errors="coerce")
+    if pd.isna(created):
         return f"created {record['created']!r} is not an ISO date-time"
+    if created > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE:
+        # "latest" decides which record of an entry is shown: a future date must not win it
+        return f"created {record['created']} is in the future; fix the date (or the clock of the machine that wrote it)"
     if path is not None and results_dir is not None:
         expected = record_path(Path(results_dir), record)
         if Path(path).resolve() != expected.resolve():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -85,17 +86,39 @@ def write_record(results_dir: Path, record: dict) -> Path:
     return path
 
 
+# A record of 600 episodes x 10 seeds is about 150 kB; anything near this is not a record.
+MAX_RECORD_BYTES = 64 << 20
+
+
 def read_record(path: Path) -> dict:
     """A record file as the current schema version (older versions are migrated in memory, the file is
-    left as it is), with its envelope validated."""
+    left as it is), with its envelope validated. Anything that is not a plausible record (a FIFO, a
+    huge file, JSON nested beyond reason) is an InvalidRecord, never a hang or a crash."""
+    path = Path(path)
     try:
-        record = json.loads(Path(path).read_text())
+        info = path.stat()
+    except OSError as e:
+        raise InvalidRecord(f"cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidRecord("not a regular file (a folder, FIFO or device); a record is a JSON file")
+    if info.st_size > MAX_RECORD_BYTES:
+        raise InvalidRecord(f"{info.st_size / 2**20:.0f} MiB is too large for a record "
+                            f"(at most {MAX_RECORD_BYTES >> 20} MiB)")
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InvalidRecord(f"not UTF-8 text ({e.reason})") from None
     except json.JSONDecodeError as e:
         raise InvalidRecord(f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidRecord("JSON nested too deeply to be a record") from None
     if not isinstance(record, dict):
         raise InvalidRecord("a record must be a JSON object")
-    record = migrate(record)
-    validate(record)
+    try:
+        record = migrate(record)
+        validate(record)
+    except RecursionError:
+        raise InvalidRecord("nested too deeply to be a record") from None
     return record
 
 
@@ -104,7 +127,7 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict | None, str | N
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
             yield path, read_record(path), None
-        except (InvalidRecord, OSError, UnicodeDecodeError) as e:
+        except (InvalidRecord, OSError) as e:
             yield path, None, str(e)
 
 

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..core.errors import BenchError
 
 KINDS = ("evaluation", "submission")
+MAX_TEST_EPISODES = 100_000   # 166x the usual 600; more is a typo, and its index alone would not fit in memory
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class RunConfig:
             raise BenchError(f"--seeds lists a seed twice ({list(self.seeds)}); each seed is one training run")
         if self.seeds is not None and not self.seeds:
             raise BenchError("--seeds is empty; give at least one seed")
-        if self.episodes is not None and self.episodes < 1:
-            raise BenchError(f"--episodes must be at least 1 (got {self.episodes})")
+        if self.episodes is not None and not 1 <= self.episodes <= MAX_TEST_EPISODES:
+            raise BenchError(f"--episodes must be between 1 and {MAX_TEST_EPISODES:,} (got {self.episodes:,}); "
+                             f"protocols use 600")
         if self.train_steps is not None and self.train_steps < 0:
             raise BenchError(f"--train-steps must be 0 or more (got {self.train_steps})")
         if self.max_train_time is not None and not (math.isfinite(self.max_train_time) and self.max_train_time > 0):
