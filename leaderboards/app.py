@@ -17,6 +17,8 @@ try:
 except ModuleNotFoundError:
     # `streamlit run leaderboards/app.py` from a checkout puts only leaderboards/ on sys.path.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import baselines  # noqa: F401  (registers the built-in methods: the page shows their papers' numbers)
+from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
 from benchmark.page import tables
 from benchmark.stats.ranking import RANKING_RULE
@@ -44,6 +46,11 @@ def folder_signature(folder: Path) -> tuple:
 @st.cache_data(show_spinner="Reading result records…", max_entries=8)
 def load_board(folder: str, latest_only: bool, signature: tuple) -> boards.Board:
     return boards.load(folder, latest_only=latest_only)
+
+
+def paper_lookup(method: str, protocol: str):
+    """What a built-in method's paper reported on a protocol (its PAPER_RESULTS), else None."""
+    return paper_result(ALGORITHMS.get(method), protocol) if method in ALGORITHMS else None
 
 
 def sidebar(table: pd.DataFrame) -> dict:
@@ -79,10 +86,13 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
     st.caption(f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
                f"images {first['image_size']} px · datasets: {esc(first['datasets'] or '—')} · "
                f"test split: {esc(first['test_split'])} · test episodes: {first['n_units']}")
-    shown = tables.display_table(rows)
+    shown = tables.display_table(rows, paper_lookup)
     st.dataframe(shown, hide_index=True, placeholder="—", column_config={
         "Rank": st.column_config.NumberColumn(help="Ranks with ties; see the rule above", format="%d"),
         "Accuracy (%)": st.column_config.TextColumn(help="mean ± 95% CI half-width over test episodes"),
+        "Paper (%)": st.column_config.TextColumn(help="what the method's paper reported on this protocol (± its 95% "
+                                                 "CI where it gave one); its set-up may differ, see "
+                                                 "`bench list --method`"),
         "Mean (%)": st.column_config.NumberColumn(format="%.2f"),
         "CI95 (%)": st.column_config.NumberColumn(format="%.2f"),
         "Seed CI95 (%)": st.column_config.NumberColumn(format="%.2f",
@@ -96,6 +106,19 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
                          key=f"csv-{setting}-{protocol}", on_click="ignore")
     right.download_button("Download JSON", tables.to_json(shown), file_name=f"{name}.json",
                           mime="application/json", key=f"json-{setting}-{protocol}", on_click="ignore")
+
+
+def overview_section(rows: pd.DataFrame) -> None:
+    """The setting at a glance: entries by protocols, with the average rank the Meta-Dataset leaderboard uses."""
+    n = rows["protocol"].nunique()
+    st.subheader(f"Overview ({n} protocol{'s' if n != 1 else ''})")
+    table = tables.overview(rows, paper_lookup)
+    st.dataframe(table, hide_index=True, placeholder="—", column_config={
+        "Avg. rank": st.column_config.NumberColumn(format="%.2f", help="mean of the entry's per-protocol ranks "
+                                                   "(with ties) over the protocols it is ranked on"),
+        "Protocols ranked": st.column_config.NumberColumn(format="%d", help="how many protocols the average covers"),
+    })
+    st.caption(tables.overview_caption(table))
 
 
 def error_bar_chart(data: pd.DataFrame, x: alt.X, tooltip: list, line: bool) -> alt.LayerChart:
@@ -169,6 +192,8 @@ def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, boa
     if rows.empty:
         st.info(f"No {setting} results match the filters.")
         return
+    overview_section(rows)
+    st.divider()
     for protocol in sorted(rows["protocol"].unique()):
         protocol_section(setting, protocol, rows[rows["protocol"] == protocol])
     st.divider()

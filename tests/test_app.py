@@ -17,7 +17,7 @@ from benchmark.settings import SETTINGS
 from benchmark.page import board as boards
 from benchmark.page import tables
 from benchmark.stats import ranking
-from recordkit import DEMO_BAD, make_record, populate_demo, write
+from recordkit import DEMO_BAD, make_record, paired_accuracies, populate_demo, write
 
 APP = Path(__file__).resolve().parents[1] / "leaderboards" / "app.py"
 
@@ -62,6 +62,33 @@ def test_table_shows_methods_with_cis_and_ranks(app):
     assert {"Episodes", "Seeds", "Train time (s)", "Eval time (s)", "Device", "Date"} <= set(table.columns)
     cross = table_for(app, "caltech101-to-pacs-sketch-5w1s")
     assert cross["Method"].tolist() == ["ProtoNet", "Baseline"]
+
+
+def test_overview_comes_first_with_the_average_rank(app):
+    few = app.tabs[0]
+    overview = few.dataframe[0].value  # the first table of the tab
+    assert list(overview.columns) == ["Method", "Backbone", "Avg. rank", "Protocols ranked", "omniglot-5w1s"]
+    assert overview["Method"].tolist() == ["A", "B", "C"]
+    assert overview["Avg. rank"].tolist() == [1.0, 1.0, 2.0] and overview["Protocols ranked"].tolist() == [1, 1, 1]
+    assert all(" ± " in c for c in overview["omniglot-5w1s"])
+    assert table_for(app, "Overview").equals(overview)
+    assert any("Every average covers all 1 protocol" in c.value for c in few.caption)
+    cross = app.tabs[1].dataframe[0].value
+    assert cross["Method"].tolist() == ["ProtoNet", "Baseline"] and "Avg. rank" in cross.columns
+
+
+def test_paper_numbers_beside_built_in_methods(tmp_path, monkeypatch):
+    populate_demo(tmp_path)
+    write(tmp_path, make_record("protonet", "omniglot-5w1s", paired_accuracies({"p": 0.97}, n=60, seed=1)["p"]))
+    monkeypatch.setenv("BENCH_RESULTS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception, at.exception
+    overview = at.tabs[0].dataframe[0].value
+    assert overview.loc[overview["Method"] == "protonet", "omniglot-5w1s"].item().endswith(" (paper 98.8)")
+    assert "paper" not in overview.loc[overview["Method"] == "A", "omniglot-5w1s"].item()
+    table = table_for(at, "omniglot-5w1s")
+    assert table.loc[table["Method"] == "protonet", "Paper (%)"].item() == "98.8"  # Snell et al. 2017, Table 1
+    assert pd.isna(table.loc[table["Method"] == "A", "Paper (%)"].item())
 
 
 def test_tabs_and_empty_tab_message(app, tmp_path, monkeypatch):

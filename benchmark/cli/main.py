@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list methods, protocols and datasets")
     ls.add_argument("--method", default=None, help="show one method's hyper-parameters and defaults")
+    ls.add_argument("--results", default=None, help="with --method: the results folder its records are compared "
+                    "with the paper's numbers from (default: $BENCH_RESULTS_DIR or ./results)")
     _add_data_dir(ls)
 
     perf = sub.add_parser("perf", help="speed: batched MAML vs a per-task loop; ProtoNet evaluation episodes/s")

@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import json
-from typing import Iterable
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
 from ..records import format_ci
+from ..stats.ranking import average_ranks
 from .board import units
+
+# (method, protocol) -> what the method's paper reported there (a benchmark.methods.PaperResult: `mean` and
+# `ci95` in percent), or None. Passed in by the page, which may import the methods; this layer may not.
+PaperLookup = Callable[[str, str], Any | None]
 
 
 def filter_table(table: pd.DataFrame, ways: Iterable[int] = (), shots: Iterable[int] = (),
@@ -51,16 +58,41 @@ def percent_ci(mean: float, ci95: float | None) -> str:
     return format_ci(mean, ci95, unicode=True)
 
 
-DISPLAY_COLUMNS = ["Rank", "Method", "Backbone", "Accuracy (%)", "Mean (%)", "CI95 (%)", "Seed CI95 (%)",
+def _decimals(x: float) -> int:
+    return 1 if round(x, 1) == round(x, 2) else 2
+
+
+def paper_text(paper: Any, with_ci: bool = True) -> str | None:
+    """A paper's number as it prints it, in percent: "49.42 ± 0.78", "98.8"; None for no paper number."""
+    if paper is None:
+        return None
+    ci = paper.ci95
+    d = max(_decimals(paper.mean), _decimals(ci) if ci is not None else 1)  # "68.20 ± 0.66": as printed
+    return f"{paper.mean:.{d}f}" + (f" ± {ci:.{d}f}" if ci is not None and with_ci else "")
+
+
+def paper_in_ci(mean: float, ci95: float | None, paper_mean: float) -> bool | None:
+    """Whether a paper's accuracy (percent) lies inside this project's 95% CI (fractions); None without a CI."""
+    if ci95 is None or (isinstance(ci95, float) and math.isnan(ci95)):
+        return None
+    return abs(paper_mean / 100 - mean) <= ci95
+
+
+def _paper_of(lookup: PaperLookup | None, method: str, protocol: str) -> Any:
+    return lookup(method, protocol) if lookup is not None else None
+
+
+DISPLAY_COLUMNS = ["Rank", "Method", "Backbone", "Accuracy (%)", "Paper (%)", "Mean (%)", "CI95 (%)", "Seed CI95 (%)",
                    "Episodes", "Seeds", "Train time (s)", "Eval time (s)", "Device", "Date", "Kind",
                    "Note", "Run"]
 
 
-def display_table(rows: pd.DataFrame) -> pd.DataFrame:
+def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -> pd.DataFrame:
     """One protocol's rows as the page shows them: best rank first, percentages, plain labels.
 
     "Accuracy (%)" is text ("mean ± CI") for reading; "Mean (%)" carries the same number as a
-    number so that sorting the column sorts by accuracy rather than alphabetically.
+    number so that sorting the column sorts by accuracy rather than alphabetically. "Paper (%)" is
+    what the method's paper reported on the protocol (`paper_lookup`), empty where it reported nothing.
     """
     rows = rows.sort_values(["rank", "mean"], ascending=[True, False], na_position="last")
     return pd.DataFrame({
@@ -68,6 +100,7 @@ def display_table(rows: pd.DataFrame) -> pd.DataFrame:
         "Method": rows["method"],
         "Backbone": rows["backbone"],
         "Accuracy (%)": [percent_ci(m, c) for m, c in zip(rows["mean"], rows["ci95"])],
+        "Paper (%)": [paper_text(_paper_of(paper_lookup, m, p)) for m, p in zip(rows["method"], rows["protocol"])],
         "Mean (%)": (100 * rows["mean"]).round(2),
         "CI95 (%)": (100 * rows["ci95"]).round(2),
         "Seed CI95 (%)": (100 * rows["seed_ci95"]).round(2),
@@ -81,6 +114,64 @@ def display_table(rows: pd.DataFrame) -> pd.DataFrame:
         "Note": rows["rank_note"],
         "Run": rows["run_id"],
     }).reset_index(drop=True)
+
+
+OVERVIEW_FIXED = ["Method", "Backbone", "Avg. rank", "Protocols ranked"]
+
+
+def overview(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -> pd.DataFrame:
+    """A setting's rows as one table: an entry (method · backbone) per row, a protocol per column.
+
+    Cells are "mean ± CI" in percent, followed by the paper's number where the method's paper reported
+    one ("98.61 ± 0.21 (paper 98.8)"). "Avg. rank" is the mean of the entry's ranks with ties (the
+    board's `rank`, per protocol) over the protocols it is ranked on, as the Meta-Dataset leaderboard
+    averages per-dataset ranks; "Protocols ranked" says how many that is. Superseded rows are left out;
+    where an entry has several current rows for a protocol (other versions), the ranked, newest-version
+    one is shown. Best average rank first; entries ranked nowhere last.
+    """
+    current = rows[rows["latest"].astype(bool)] if "latest" in rows.columns else rows
+    protocols = sorted(current["protocol"].unique())
+    if current.empty:
+        return pd.DataFrame(columns=OVERVIEW_FIXED)
+    chosen = (current.assign(_unranked=current["rank"].isna())
+              .sort_values(["_unranked", "version", "created"], ascending=[True, False, False])
+              .drop_duplicates(["method", "backbone", "protocol"], keep="first"))
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    ranks: dict[tuple[str, str], dict[str, int]] = {}
+    for _, r in chosen.iterrows():
+        key = (r["method"], r["backbone"])
+        paper = paper_text(_paper_of(paper_lookup, r["method"], r["protocol"]), with_ci=False)
+        cells.setdefault(key, {})[r["protocol"]] = percent_ci(r["mean"], r["ci95"]) + (
+            f" (paper {paper})" if paper else "")
+        ranks.setdefault(key, {})
+        if not pd.isna(r["rank"]):
+            ranks[key][r["protocol"]] = int(r["rank"])
+    averages = average_ranks(ranks)
+    out = pd.DataFrame([{"Method": m, "Backbone": b, "Avg. rank": round(averages[(m, b)], 2)
+                         if (m, b) in averages else math.nan, "Protocols ranked": len(ranks[(m, b)]),
+                         **{p: cells[(m, b)].get(p) for p in protocols}} for (m, b) in cells],
+                       columns=OVERVIEW_FIXED + protocols)
+    out = out.sort_values(["Avg. rank", "Protocols ranked", "Method", "Backbone"],
+                          ascending=[True, False, True, True], na_position="last")
+    return out.reset_index(drop=True)
+
+
+def overview_caption(table: pd.DataFrame) -> str:
+    """What the overview's cells and average ranks mean, and how many protocols each average covers."""
+    protocols = [c for c in table.columns if c not in OVERVIEW_FIXED]
+    n = len(protocols)
+    counts = sorted(set(table["Protocols ranked"].astype(int))) if len(table) else []
+    text = ("Cells: mean accuracy ± 95% CI over test episodes (%), with the method's paper's number in brackets "
+            "where it reported one (its set-up may differ: see `bench list --method`). Avg. rank: the mean of an "
+            "entry's per-protocol ranks (ranks with ties, as in the tables below) over the protocols it is "
+            "ranked on, as the Meta-Dataset leaderboard averages its per-dataset ranks. ")
+    if not counts:
+        return text
+    if counts == [n]:
+        return text + f"Every average covers all {n} protocol{'s' if n != 1 else ''}."
+    span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return text + (f"Averages cover {span} of the {n} protocols (\"Protocols ranked\"); averages over different "
+                   f"protocols are not directly comparable.")
 
 
 def to_csv(table: pd.DataFrame) -> str:
