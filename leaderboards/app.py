@@ -21,6 +21,7 @@ import baselines  # noqa: F401  (registers the built-in methods: the page shows 
 from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
 from benchmark.page import tables
+from benchmark.settings import SETTINGS
 from benchmark.stats.ranking import RANKING_RULE
 
 import altair as alt
@@ -79,14 +80,11 @@ def show_warnings(board: boards.Board) -> None:
 
 
 def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
-    first = rows.iloc[0]
+    page = SETTINGS.get(setting).page
     versions = sorted(rows["version"].unique())
-    esc = tables.md_escape
-    st.subheader(f"{esc(protocol)} (v{', v'.join(map(str, versions))})")
-    st.caption(f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
-               f"images {first['image_size']} px · datasets: {esc(first['datasets'] or '—')} · "
-               f"test split: {esc(first['test_split'])} · test episodes: {first['n_units']}")
-    shown = tables.display_table(rows, paper_lookup)
+    st.subheader(f"{tables.md_escape(protocol)} (v{', v'.join(map(str, versions))})")
+    st.caption(tables.protocol_caption(rows.iloc[0], page.unit_label))
+    shown = tables.display_table(rows, paper_lookup, page.columns or None, page.unit_label)
     st.dataframe(shown, hide_index=True, placeholder="—", column_config={
         "Rank": st.column_config.NumberColumn(help="Ranks with ties; see the rule above", format="%d"),
         "Accuracy (%)": st.column_config.TextColumn(help="mean ± 95% CI half-width over test episodes"),
@@ -142,7 +140,14 @@ def error_bar_chart(data: pd.DataFrame, x: alt.X, tooltip: list, line: bool) -> 
     return alt.layer(*layers)
 
 
-def plots(setting: str, rows: pd.DataFrame) -> None:
+def plots(setting: str, rows: pd.DataFrame, wanted: tuple[str, ...]) -> None:
+    if "shots" in wanted:
+        shots_plot(setting, rows)
+    if "compute" in wanted:
+        compute_plot(setting, rows)
+
+
+def shots_plot(setting: str, rows: pd.DataFrame) -> None:
     st.markdown("#### Accuracy vs shots")
     families = sorted(rows["family"].unique())
     family = st.selectbox("Datasets and ways", families, key=f"family-{setting}")
@@ -153,6 +158,8 @@ def plots(setting: str, rows: pd.DataFrame) -> None:
     st.altair_chart(error_bar_chart(curve, x, tooltip, line=True), width="stretch", key=f"shots-{setting}")
     st.caption("Error bars: 95% CI over test episodes.")
 
+
+def compute_plot(setting: str, rows: pd.DataFrame) -> None:
     st.markdown("#### Accuracy vs compute")
     protocols = sorted(rows["protocol"].unique())
     protocol = st.selectbox("Protocol", protocols, key=f"compute-protocol-{setting}")
@@ -164,22 +171,24 @@ def plots(setting: str, rows: pd.DataFrame) -> None:
     st.caption("Times are as recorded, on each record's own device (see the table), so compare with care.")
 
 
-def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict]) -> None:
+def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict], page) -> None:
     st.markdown("#### Method detail")
     ordered = rows.sort_values(["protocol", "rank", "mean"], ascending=[True, True, False], na_position="last")
     labels = {tables.record_label(r): r["path"] for _, r in ordered.iterrows()}
     label = st.selectbox("Record", list(labels), key=f"detail-{setting}")
     record = records[labels[label]]
     left, right = st.columns(2)
-    with left:
-        hist = tables.unit_histogram(record)
-        chart = alt.Chart(hist).mark_bar().encode(
-            x=alt.X("accuracy:Q", bin=alt.Bin(maxbins=25), title="episode accuracy (%), averaged over seeds"),
-            y=alt.Y("count():Q", title="episodes"))
-        mean_rule = alt.Chart(pd.DataFrame({"mean": [hist["accuracy"].mean()]})).mark_rule(
-            color="red", strokeDash=[4, 3]).encode(x="mean:Q")
-        st.altair_chart(chart + mean_rule, width="stretch", key=f"hist-{setting}")
-        st.caption(f"{len(hist)} test episodes; dashed line: mean. File: {tables.md_escape(labels[label])}")
+    if "unit-histogram" in page.plots:
+        with left:
+            unit = page.unit_label
+            hist = tables.unit_histogram(record)
+            chart = alt.Chart(hist).mark_bar().encode(
+                x=alt.X("accuracy:Q", bin=alt.Bin(maxbins=25), title=f"{unit} accuracy (%), averaged over seeds"),
+                y=alt.Y("count():Q", title=f"{unit}s"))
+            mean_rule = alt.Chart(pd.DataFrame({"mean": [hist["accuracy"].mean()]})).mark_rule(
+                color="red", strokeDash=[4, 3]).encode(x="mean:Q")
+            st.altair_chart(chart + mean_rule, width="stretch", key=f"hist-{setting}")
+            st.caption(f"{len(hist)} {unit}s; dashed line: mean. File: {tables.md_escape(labels[label])}")
     with right:
         st.json(tables.provenance(record), expanded=2)
 
@@ -192,14 +201,15 @@ def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, boa
     if rows.empty:
         st.info(f"No {setting} results match the filters.")
         return
+    page = SETTINGS.get(setting).page  # the setting says which of the page's sections it has
     overview_section(rows)
     st.divider()
     for protocol in sorted(rows["protocol"].unique()):
         protocol_section(setting, protocol, rows[rows["protocol"] == protocol])
     st.divider()
-    plots(setting, rows)
+    plots(setting, rows, page.plots)
     st.divider()
-    detail(setting, rows, board.records)
+    detail(setting, rows, board.records, page)
 
 
 def main() -> None:

@@ -169,4 +169,9 @@ def test_a_new_setting_gets_its_own_tab(held_out, tmp_path, monkeypatch):
     tab = at.tabs[-1]
     shown = [df.value for df in tab.dataframe]
     assert any("toy-linear" in df.to_string() for df in shown)
+    per_protocol = shown[-1]  # below the overview: the setting's own columns, in its order
+    assert list(per_protocol.columns) == list(setting.page.columns)
+    assert per_protocol["Images"].tolist() == [CLASSES * (PER_CLASS // 2)]
+    headings = [m.value for m in tab.markdown]
+    assert not any("Accuracy vs shots" in h for h in headings)  # the setting asked for no plots
     assert json.dumps(labels)  # plain strings, as the page shows them

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Sequence, Any
 
 import pandas as pd
 
@@ -87,15 +87,22 @@ DISPLAY_COLUMNS = ["Rank", "Method", "Backbone", "Accuracy (%)", "Paper (%)", "M
                    "Note", "Run"]
 
 
-def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -> pd.DataFrame:
-    """One protocol's rows as the page shows them: best rank first, percentages, plain labels.
+def units_column(unit_label: str) -> str:
+    """The table column counting a setting's units: "test episode" -> "Episodes", "test image" -> "Images"."""
+    return unit_label.split()[-1].capitalize() + "s"
+
+
+def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None,
+                  columns: Sequence[str] | None = None, unit_label: str = "test episode") -> pd.DataFrame:
+    """One protocol's rows as the page shows them: best rank first, percentages, plain labels; only
+    `columns` (a setting's PageSpec) when given, in their order.
 
     "Accuracy (%)" is text ("mean ± CI") for reading; "Mean (%)" carries the same number as a
     number so that sorting the column sorts by accuracy rather than alphabetically. "Paper (%)" is
     what the method's paper reported on the protocol (`paper_lookup`), empty where it reported nothing.
     """
     rows = rows.sort_values(["rank", "mean"], ascending=[True, False], na_position="last")
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "Rank": rows["rank"].astype("Int64"),
         "Method": rows["method"],
         "Backbone": rows["backbone"],
@@ -104,7 +111,7 @@ def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -
         "Mean (%)": (100 * rows["mean"]).round(2),
         "CI95 (%)": (100 * rows["ci95"]).round(2),
         "Seed CI95 (%)": (100 * rows["seed_ci95"]).round(2),
-        "Episodes": rows["n_units"],
+        units_column(unit_label): rows["n_units"],
         "Seeds": rows["n_seeds"],
         "Train time (s)": rows["train_time_s"].round(1),
         "Eval time (s)": rows["eval_time_s"].round(1),
@@ -114,6 +121,20 @@ def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -
         "Note": rows["rank_note"],
         "Run": rows["run_id"],
     }).reset_index(drop=True)
+    return table if columns is None else table[[c for c in columns if c in table.columns]]
+
+
+def protocol_caption(first: pd.Series, unit_label: str) -> str:
+    """One protocol's line under its heading, from the fields its setting records."""
+    bits = []
+    if not pd.isna(first["ways"]):
+        bits.append(f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
+                    f"images {first['image_size']} px")
+    bits.append(f"datasets: {md_escape(first['datasets'] or '—')}")
+    if first["test_split"]:
+        bits.append(f"test split: {md_escape(first['test_split'])}")
+    bits.append(f"{unit_label}s: {first['n_units']}")
+    return " · ".join(bits)
 
 
 OVERVIEW_FIXED = ["Method", "Backbone", "Avg. rank", "Protocols ranked"]
