@@ -8,6 +8,7 @@ class means of the support features rather than random weights, so an episode's 
 not depend on which other episodes share its batch or on a random state (`bench verify` re-runs
 single episodes and expects the recorded answer).
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,10 +18,12 @@ from torch import nn
 from benchmark.methods import MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
 
 _CHEN = "Chen et al. 2019, Sec. 4.1 and the reference code (CloserLookFewShot train.py)"
-_DIFF = ("Not reproduced here: the paper's training-time data augmentation; its cosine head's class-wise learnable "
-         "weight norm with a fixed scale of 2 (this head has a fixed scale, `scale`, and no learnable norm); and "
-         "its fine-tuning schedule of 100 epochs over the support set in batches of 4 (here `ft_steps` full-batch "
-         "steps). Test episodes have 15 queries per class (the paper: 16).")
+_DIFF = (
+    "Not reproduced here: the paper's training-time data augmentation; its cosine head's class-wise learnable "
+    "weight norm with a fixed scale of 2 (this head has a fixed scale, `scale`, and no learnable norm); and "
+    "its fine-tuning schedule of 100 epochs over the support set in batches of 4 (here `ft_steps` full-batch "
+    "steps). Test episodes have 15 queries per class (the paper: 16)."
+)
 _TABLE3 = "Chen et al. 2019, Table 3 (Conv-4, 600 test episodes)"
 
 
@@ -33,17 +36,24 @@ class BaselinePP(MetaLearner):
     name = "finetune"
     paper = "Chen et al., A Closer Look at Few-shot Classification (Baseline++), ICLR 2019"
     training_data = "batches"
-    HPARAMS = {"lr": 1e-3, "batch_size": 128, "scale": 10.0, "ft_steps": 100, "ft_lr": 0.01,
-               "ft_weight_decay": 1e-3}
+    HPARAMS = {"lr": 1e-3, "batch_size": 128, "scale": 10.0, "ft_steps": 100, "ft_lr": 0.01, "ft_weight_decay": 1e-3}
     # Adam at 1e-3 (the default above) and the fine-tuning optimiser (SGD, lr 0.01, momentum 0.9, dampening 0.9,
     # weight decay 1e-3) are the reference code's.
     RECIPES = (
-        Recipe("mini-imagenet", {"batch_size": 16}, source=_CHEN,
-               note="batch size 16; the paper trained 400 epochs over the 64 training classes (38,400 images), "
-                    "about 960,000 steps at batch 16; here the protocol's step budget. " + _DIFF),
-        Recipe("cub", {"batch_size": 16}, source=_CHEN,
-               note="batch size 16; the paper says 400 epochs, the reference code uses 200 for CUB; here the "
-                    "protocol's step budget. " + _DIFF),
+        Recipe(
+            "mini-imagenet",
+            {"batch_size": 16},
+            source=_CHEN,
+            note="batch size 16; the paper trained 400 epochs over the 64 training classes (38,400 images), "
+            "about 960,000 steps at batch 16; here the protocol's step budget. " + _DIFF,
+        ),
+        Recipe(
+            "cub",
+            {"batch_size": 16},
+            source=_CHEN,
+            note="batch size 16; the paper says 400 epochs, the reference code uses 200 for CUB; here the "
+            "protocol's step budget. " + _DIFF,
+        ),
     )
     PAPER_RESULTS = {
         "mini-imagenet-5w1s": PaperResult(48.24, 0.75, _TABLE3, "with data augmentation"),
@@ -73,8 +83,9 @@ class BaselinePP(MetaLearner):
             z = self.encoder(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(b, -1, self.encoder.out_dim)
         zs, zq = z[:, :s], z[:, s:]
         w = prototypes(zs, support_y, ways).clone().requires_grad_(True)
-        opt = torch.optim.SGD([w], lr=self.hp["ft_lr"], momentum=0.9, dampening=0.9,
-                              weight_decay=self.hp["ft_weight_decay"])
+        opt = torch.optim.SGD(
+            [w], lr=self.hp["ft_lr"], momentum=0.9, dampening=0.9, weight_decay=self.hp["ft_weight_decay"]
+        )
         with torch.enable_grad():
             for _ in range(self.hp["ft_steps"]):
                 opt.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ Embed support and query images with one network; a class is the mean embedding o
 queries are classified by a softmax over negative squared Euclidean distances to the prototypes.
 Trains with Adam, learning rate halved every `lr_step` steps, as in the paper.
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,11 +12,15 @@ import torch.nn.functional as F
 
 from benchmark.methods import MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
 
-_EARLY_STOP = ("the paper trained until the validation loss stopped improving; here training runs for the "
-               "protocol's step budget (the model kept is the best on validation episodes where the protocol "
-               "has a validation split)")
-_CHEN = ("Chen et al. 2019, A Closer Look at Few-shot Classification, Table 3 (their re-implementation: "
-         "Conv-4, 5-way training episodes with 16 queries, data augmentation)")
+_EARLY_STOP = (
+    "the paper trained until the validation loss stopped improving; here training runs for the "
+    "protocol's step budget (the model kept is the best on validation episodes where the protocol "
+    "has a validation split)"
+)
+_CHEN = (
+    "Chen et al. 2019, A Closer Look at Few-shot Classification, Table 3 (their re-implementation: "
+    "Conv-4, 5-way training episodes with 16 queries, data augmentation)"
+)
 
 
 @register
@@ -25,34 +30,54 @@ class ProtoNet(MetaLearner):
     HPARAMS = {"lr": 1e-3, "lr_step": 2000, "lr_gamma": 0.5}
     # Adam at 1e-3 halved every 2000 episodes (the defaults above) is the paper's schedule for both datasets.
     RECIPES = (
-        Recipe("omniglot", {"train_ways": 60, "train_queries": 5}, source="Snell et al. 2017, Sec. 3.1",
-               note="60-way training episodes with 5 queries per class, shots matched to the test shots. The "
-                    "paper trained on all 1,200 Vinyals training characters (4,800 classes with rotations); "
-                    "this protocol holds 172 of them out for validation (4,112 training classes). The paper "
-                    "gives no step count for Omniglot; here the protocol's budget. A 60-way episode is about "
-                    "4.5x (1-shot) to 6x (5-shot) the images of a 5-way, 15-query one, so each step costs more."),
-        Recipe("mini-imagenet", {"train_ways": 30, "train_queries": 15}, shots=1,
-               source="Snell et al. 2017, Sec. 3.2", note="30-way training episodes for 1-shot; " + _EARLY_STOP),
-        Recipe("mini-imagenet", {"train_ways": 20, "train_queries": 15}, shots=5,
-               source="Snell et al. 2017, Sec. 3.2", note="20-way training episodes for 5-shot; " + _EARLY_STOP),
+        Recipe(
+            "omniglot",
+            {"train_ways": 60, "train_queries": 5},
+            source="Snell et al. 2017, Sec. 3.1",
+            note="60-way training episodes with 5 queries per class, shots matched to the test shots. The "
+            "paper trained on all 1,200 Vinyals training characters (4,800 classes with rotations); "
+            "this protocol holds 172 of them out for validation (4,112 training classes). The paper "
+            "gives no step count for Omniglot; here the protocol's budget. A 60-way episode is about "
+            "4.5x (1-shot) to 6x (5-shot) the images of a 5-way, 15-query one, so each step costs more.",
+        ),
+        Recipe(
+            "mini-imagenet",
+            {"train_ways": 30, "train_queries": 15},
+            shots=1,
+            source="Snell et al. 2017, Sec. 3.2",
+            note="30-way training episodes for 1-shot; " + _EARLY_STOP,
+        ),
+        Recipe(
+            "mini-imagenet",
+            {"train_ways": 20, "train_queries": 15},
+            shots=5,
+            source="Snell et al. 2017, Sec. 3.2",
+            note="20-way training episodes for 5-shot; " + _EARLY_STOP,
+        ),
     )
     PAPER_RESULTS = {
-        "omniglot-5w1s": PaperResult(98.8, None, "Snell et al. 2017, Table 1",
-                                     "1,000 test episodes; the paper gives no interval"),
-        "omniglot-5w5s": PaperResult(99.7, None, "Snell et al. 2017, Table 1",
-                                     "1,000 test episodes; the paper gives no interval"),
-        "omniglot-20w1s": PaperResult(96.0, None, "Snell et al. 2017, Table 1",
-                                      "1,000 test episodes; the paper gives no interval"),
-        "omniglot-20w5s": PaperResult(98.9, None, "Snell et al. 2017, Table 1",
-                                      "1,000 test episodes; the paper gives no interval"),
+        "omniglot-5w1s": PaperResult(
+            98.8, None, "Snell et al. 2017, Table 1", "1,000 test episodes; the paper gives no interval"
+        ),
+        "omniglot-5w5s": PaperResult(
+            99.7, None, "Snell et al. 2017, Table 1", "1,000 test episodes; the paper gives no interval"
+        ),
+        "omniglot-20w1s": PaperResult(
+            96.0, None, "Snell et al. 2017, Table 1", "1,000 test episodes; the paper gives no interval"
+        ),
+        "omniglot-20w5s": PaperResult(
+            98.9, None, "Snell et al. 2017, Table 1", "1,000 test episodes; the paper gives no interval"
+        ),
         "mini-imagenet-5w1s": PaperResult(49.42, 0.78, "Snell et al. 2017, Table 2", "600 test episodes"),
         "mini-imagenet-5w5s": PaperResult(68.20, 0.66, "Snell et al. 2017, Table 2", "600 test episodes"),
         "cub-5w1s": PaperResult(51.31, 0.91, _CHEN, "reported by a later paper, not with this method's recipe"),
         "cub-5w5s": PaperResult(70.77, 0.69, _CHEN, "reported by a later paper, not with this method's recipe"),
-        "cifar-fs-5w1s": PaperResult(55.5, 0.7, "Bertinetto et al. 2019 (R2D2), Table 1: their run of ProtoNet",
-                                     "reported by a later paper"),
-        "cifar-fs-5w5s": PaperResult(72.0, 0.6, "Bertinetto et al. 2019 (R2D2), Table 1: their run of ProtoNet",
-                                     "reported by a later paper"),
+        "cifar-fs-5w1s": PaperResult(
+            55.5, 0.7, "Bertinetto et al. 2019 (R2D2), Table 1: their run of ProtoNet", "reported by a later paper"
+        ),
+        "cifar-fs-5w5s": PaperResult(
+            72.0, 0.6, "Bertinetto et al. 2019 (R2D2), Table 1: their run of ProtoNet", "reported by a later paper"
+        ),
     }
 
     def __init__(self, task, **hp):

@@ -5,6 +5,7 @@ folder comes from --results, else $BENCH_RESULTS_DIR, else ./results. The page o
 records (JSON); it never imports or runs submitted code. Everything it shows is computed in
 benchmark.page, so this file is layout only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,16 @@ try:
 except ModuleNotFoundError:
     # `streamlit run leaderboards/app.py` from a checkout puts only leaderboards/ on sys.path.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import altair as alt
+import pandas as pd
+import streamlit as st
+
 import baselines  # noqa: F401  (registers the built-in methods: the page shows their papers' numbers)
 from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
 from benchmark.page import tables
 from benchmark.settings import SETTINGS
 from benchmark.stats.ranking import RANKING_RULE
-
-import altair as alt
-import pandas as pd
-import streamlit as st
 
 
 def results_dir() -> Path:
@@ -64,8 +65,10 @@ def sidebar(table: pd.DataFrame) -> dict:
         "datasets": st.sidebar.multiselect("Dataset", opts["datasets"], placeholder="all"),
     }
     chosen["rerank"] = st.sidebar.checkbox(
-        "Re-rank within the filtered rows", value=False,
-        help="Off: ranks are over every entry of the protocol, filters only hide rows.")
+        "Re-rank within the filtered rows",
+        value=False,
+        help="Off: ranks are over every entry of the protocol, filters only hide rows.",
+    )
     return chosen
 
 
@@ -73,8 +76,10 @@ def show_warnings(board: boards.Board) -> None:
     if not board.warnings:
         return
     n = len(board.warnings)
-    st.warning(f"{n} record{'s' if n != 1 else ''} left out: malformed, failing the schema, or "
-               f"inconsistent with their own accuracies. See the list below.")
+    st.warning(
+        f"{n} record{'s' if n != 1 else ''} left out: malformed, failing the schema, or "
+        f"inconsistent with their own accuracies. See the list below."
+    )
     with st.expander(f"Records left out ({n})", expanded=False):
         st.table(pd.DataFrame([{"path": w.path, "reason": w.reason} for w in board.warnings]))
 
@@ -85,25 +90,45 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
     st.subheader(f"{tables.md_escape(protocol)} (v{', v'.join(map(str, versions))})")
     st.caption(tables.protocol_caption(rows.iloc[0], page.unit_label))
     shown = tables.display_table(rows, paper_lookup, page.columns or None, page.unit_label)
-    st.dataframe(shown, hide_index=True, placeholder="—", column_config={
-        "Rank": st.column_config.NumberColumn(help="Ranks with ties; see the rule above", format="%d"),
-        "Accuracy (%)": st.column_config.TextColumn(help="mean ± 95% CI half-width over test episodes"),
-        "Paper (%)": st.column_config.TextColumn(help="what the method's paper reported on this protocol (± its 95% "
-                                                 "CI where it gave one); its set-up may differ, see "
-                                                 "`bench list --method`"),
-        "Mean (%)": st.column_config.NumberColumn(format="%.2f"),
-        "CI95 (%)": st.column_config.NumberColumn(format="%.2f"),
-        "Seed CI95 (%)": st.column_config.NumberColumn(format="%.2f",
-                                                       help="95% CI over training seeds; empty with one seed"),
-        "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
-        "Eval time (s)": st.column_config.NumberColumn(format="%.1f"),
-    })
+    st.dataframe(
+        shown,
+        hide_index=True,
+        placeholder="—",
+        column_config={
+            "Rank": st.column_config.NumberColumn(help="Ranks with ties; see the rule above", format="%d"),
+            "Accuracy (%)": st.column_config.TextColumn(help="mean ± 95% CI half-width over test episodes"),
+            "Paper (%)": st.column_config.TextColumn(
+                help="what the method's paper reported on this protocol (± its 95% "
+                "CI where it gave one); its set-up may differ, see "
+                "`bench list --method`"
+            ),
+            "Mean (%)": st.column_config.NumberColumn(format="%.2f"),
+            "CI95 (%)": st.column_config.NumberColumn(format="%.2f"),
+            "Seed CI95 (%)": st.column_config.NumberColumn(
+                format="%.2f", help="95% CI over training seeds; empty with one seed"
+            ),
+            "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
+            "Eval time (s)": st.column_config.NumberColumn(format="%.1f"),
+        },
+    )
     name = f"{setting}_{protocol}"
     left, right, _ = st.columns([1, 1, 6])
-    left.download_button("Download CSV", tables.to_csv(shown), file_name=f"{name}.csv", mime="text/csv",
-                         key=f"csv-{setting}-{protocol}", on_click="ignore")
-    right.download_button("Download JSON", tables.to_json(shown), file_name=f"{name}.json",
-                          mime="application/json", key=f"json-{setting}-{protocol}", on_click="ignore")
+    left.download_button(
+        "Download CSV",
+        tables.to_csv(shown),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        key=f"csv-{setting}-{protocol}",
+        on_click="ignore",
+    )
+    right.download_button(
+        "Download JSON",
+        tables.to_json(shown),
+        file_name=f"{name}.json",
+        mime="application/json",
+        key=f"json-{setting}-{protocol}",
+        on_click="ignore",
+    )
 
 
 def overview_section(rows: pd.DataFrame) -> None:
@@ -111,11 +136,20 @@ def overview_section(rows: pd.DataFrame) -> None:
     n = rows["protocol"].nunique()
     st.subheader(f"Overview ({n} protocol{'s' if n != 1 else ''})")
     table = tables.overview(rows, paper_lookup)
-    st.dataframe(table, hide_index=True, placeholder="—", column_config={
-        "Avg. rank": st.column_config.NumberColumn(format="%.2f", help="mean of the entry's per-protocol ranks "
-                                                   "(with ties) over the protocols it is ranked on"),
-        "Protocols ranked": st.column_config.NumberColumn(format="%d", help="how many protocols the average covers"),
-    })
+    st.dataframe(
+        table,
+        hide_index=True,
+        placeholder="—",
+        column_config={
+            "Avg. rank": st.column_config.NumberColumn(
+                format="%.2f",
+                help="mean of the entry's per-protocol ranks (with ties) over the protocols it is ranked on",
+            ),
+            "Protocols ranked": st.column_config.NumberColumn(
+                format="%d", help="how many protocols the average covers"
+            ),
+        },
+    )
     st.caption(tables.overview_caption(table))
 
 
@@ -131,9 +165,9 @@ def error_bar_chart(data: pd.DataFrame, x: alt.X, tooltip: list, line: bool) -> 
         enc["xOffset"] = alt.XOffset("entry:N")
     y_scale = alt.Scale(zero=False)
     bars = base.mark_rule(strokeWidth=2).encode(
-        y=alt.Y("low:Q", title="accuracy (%)", scale=y_scale), y2="high:Q", **enc)
-    points = base.mark_point(filled=True, size=60).encode(
-        y=alt.Y("accuracy:Q", scale=y_scale), tooltip=tooltip, **enc)
+        y=alt.Y("low:Q", title="accuracy (%)", scale=y_scale), y2="high:Q", **enc
+    )
+    points = base.mark_point(filled=True, size=60).encode(y=alt.Y("accuracy:Q", scale=y_scale), tooltip=tooltip, **enc)
     layers = [bars, points]
     if line:
         layers.insert(0, base.mark_line().encode(y=alt.Y("accuracy:Q", scale=y_scale), **enc))
@@ -152,8 +186,14 @@ def shots_plot(setting: str, rows: pd.DataFrame) -> None:
     families = sorted(rows["family"].unique())
     family = st.selectbox("Datasets and ways", families, key=f"family-{setting}")
     curve = tables.shots_curve(rows[rows["family"] == family])
-    tooltip = ["entry", "protocol", "shots", alt.Tooltip("accuracy:Q", format=".2f"),
-               alt.Tooltip("ci95:Q", format=".2f", title="± CI95"), "n_units"]
+    tooltip = [
+        "entry",
+        "protocol",
+        "shots",
+        alt.Tooltip("accuracy:Q", format=".2f"),
+        alt.Tooltip("ci95:Q", format=".2f", title="± CI95"),
+        "n_units",
+    ]
     x = alt.X("shots:O", title="shots", axis=alt.Axis(labelAngle=0))
     st.altair_chart(error_bar_chart(curve, x, tooltip, line=True), width="stretch", key=f"shots-{setting}")
     st.caption("Error bars: 95% CI over test episodes.")
@@ -164,8 +204,14 @@ def compute_plot(setting: str, rows: pd.DataFrame) -> None:
     protocols = sorted(rows["protocol"].unique())
     protocol = st.selectbox("Protocol", protocols, key=f"compute-protocol-{setting}")
     scatter = tables.compute_scatter(rows[rows["protocol"] == protocol])
-    tooltip = ["entry", alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("ci95:Q", format=".2f", title="± CI95"),
-               alt.Tooltip("train_time_s:Q", format=".1f"), alt.Tooltip("eval_time_s:Q", format=".1f"), "device"]
+    tooltip = [
+        "entry",
+        alt.Tooltip("accuracy:Q", format=".2f"),
+        alt.Tooltip("ci95:Q", format=".2f", title="± CI95"),
+        alt.Tooltip("train_time_s:Q", format=".1f"),
+        alt.Tooltip("eval_time_s:Q", format=".1f"),
+        "device",
+    ]
     x = alt.X("total_time_s:Q", title="train + eval time (s, log scale)", scale=alt.Scale(type="log"))
     st.altair_chart(error_bar_chart(scatter, x, tooltip, line=False), width="stretch", key=f"compute-{setting}")
     st.caption("Times are as recorded, on each record's own device (see the table), so compare with care.")
@@ -182,11 +228,19 @@ def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict], page) -> 
         with left:
             unit = page.unit_label
             hist = tables.unit_histogram(record)
-            chart = alt.Chart(hist).mark_bar().encode(
-                x=alt.X("accuracy:Q", bin=alt.Bin(maxbins=25), title=f"{unit} accuracy (%), averaged over seeds"),
-                y=alt.Y("count():Q", title=f"{unit}s"))
-            mean_rule = alt.Chart(pd.DataFrame({"mean": [hist["accuracy"].mean()]})).mark_rule(
-                color="red", strokeDash=[4, 3]).encode(x="mean:Q")
+            chart = (
+                alt.Chart(hist)
+                .mark_bar()
+                .encode(
+                    x=alt.X("accuracy:Q", bin=alt.Bin(maxbins=25), title=f"{unit} accuracy (%), averaged over seeds"),
+                    y=alt.Y("count():Q", title=f"{unit}s"),
+                )
+            )
+            mean_rule = (
+                alt.Chart(pd.DataFrame({"mean": [hist["accuracy"].mean()]}))
+                .mark_rule(color="red", strokeDash=[4, 3])
+                .encode(x="mean:Q")
+            )
             st.altair_chart(chart + mean_rule, width="stretch", key=f"hist-{setting}")
             st.caption(f"{len(hist)} {unit}s; dashed line: mean. File: {tables.md_escape(labels[label])}")
     with right:
@@ -216,18 +270,21 @@ def main() -> None:
     st.set_page_config(page_title="metabench leaderboard", layout="wide")
     folder = results_dir()
     st.title("metabench leaderboard")
-    latest_only = not st.sidebar.checkbox("Show all records", value=False,
-                                          help="Off: only the most recent record per method, backbone "
-                                               "and protocol version.")
+    latest_only = not st.sidebar.checkbox(
+        "Show all records",
+        value=False,
+        help="Off: only the most recent record per method, backbone and protocol version.",
+    )
     board = load_board(str(folder), latest_only, folder_signature(folder))
-    st.caption(f"Results folder: {tables.md_escape(folder.resolve())} · {len(board.table)} record(s) shown · "
-               f"{len(board.warnings)} left out")
+    st.caption(
+        f"Results folder: {tables.md_escape(folder.resolve())} · {len(board.table)} record(s) shown · "
+        f"{len(board.warnings)} left out"
+    )
     st.info(f"**How ranks are given.** {RANKING_RULE}")
     show_warnings(board)
 
     chosen = sidebar(board.table)
-    shown = tables.filter_table(board.table, chosen["ways"], chosen["shots"], chosen["backbones"],
-                                 chosen["datasets"])
+    shown = tables.filter_table(board.table, chosen["ways"], chosen["shots"], chosen["backbones"], chosen["datasets"])
     if chosen["rerank"]:
         shown = boards.rank(shown, board.records)
 

@@ -3,6 +3,7 @@
 
 Nothing here is autouse and nothing is registered globally: every helper is a fixture.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,11 @@ def _shared_data_candidates() -> list[Path]:
 
 
 def _has_real_data(root: Path) -> bool:
-    return (root / "omniglot" / "images_background.zip").is_file() and (root / "pacs" / "PACS.zip").is_file() \
+    return (
+        (root / "omniglot" / "images_background.zip").is_file()
+        and (root / "pacs" / "PACS.zip").is_file()
         and (root / "caltech101" / "101_ObjectCategories.zip").is_file()
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +42,10 @@ def shared_data() -> Path:
             return cand
     where = ", ".join(str(c) for c in _shared_data_candidates())
     if os.environ.get("CI"):
-        pytest.fail(f"CI is set but the real datasets are missing (looked in {where}); the integration "
-                    f"tests must run in CI.", pytrace=False)
+        pytest.fail(
+            f"CI is set but the real datasets are missing (looked in {where}); the integration tests must run in CI.",
+            pytrace=False,
+        )
     pytest.skip(f"real datasets not found (looked in {where}); set BENCH_SOURCE to run integration tests")
 
 
@@ -56,8 +62,15 @@ def data_dir(shared_data: Path, tmp_path_factory) -> Path:
 
 # ---- synthetic episode views ---------------------------------------------------------------------
 
-def _synthetic_view(counts, label: str = "synthetic", fingerprint: str = "synthetic-v1",
-                    size: int = 2, class_names=None, device: str = "cpu"):
+
+def _synthetic_view(
+    counts,
+    label: str = "synthetic",
+    fingerprint: str = "synthetic-v1",
+    size: int = 2,
+    class_names=None,
+    device: str = "cpu",
+):
     """A class-contiguous view whose every image encodes its own row index.
 
     Channel 0 holds row % 256 and channel 1 holds row // 256 (constant over pixels); mean 0 and std 1,
@@ -74,8 +87,16 @@ def _synthetic_view(counts, label: str = "synthetic", fingerprint: str = "synthe
     images[:, 1] = (rows // 256).to(torch.uint8).view(-1, 1, 1)
     offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
     names = tuple(class_names) if class_names is not None else tuple(f"class{i:03d}" for i in range(len(counts)))
-    view = EpisodeView(label, images, offsets, torch.tensor(counts, dtype=torch.int64), names,
-                       torch.zeros(2, 1, 1), torch.ones(2, 1, 1), fingerprint)
+    view = EpisodeView(
+        label,
+        images,
+        offsets,
+        torch.tensor(counts, dtype=torch.int64),
+        names,
+        torch.zeros(2, 1, 1),
+        torch.ones(2, 1, 1),
+        fingerprint,
+    )
     return view.to(device)
 
 
@@ -99,16 +120,17 @@ def decode_rows():
 
 # ---- synthetic Omniglot archives -----------------------------------------------------------------
 
+
 def _png(seed: int, size: int = 12) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     from PIL import Image
+
     Image.fromarray((rng.random((size, size)) > 0.5).astype(np.uint8) * 255).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _omniglot_zips(root: Path, alphabets=None, drawers: int = 3,
-                   compression: int = zipfile.ZIP_DEFLATED) -> dict:
+def _omniglot_zips(root: Path, alphabets=None, drawers: int = 3, compression: int = zipfile.ZIP_DEFLATED) -> dict:
     """Write images_background.zip and images_evaluation.zip in the official layout under `root`.
 
     `alphabets` maps archive part ("background"/"evaluation") to {alphabet: number of characters}.

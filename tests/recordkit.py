@@ -1,10 +1,12 @@
-"""Hand-made result records for tests: valid by construction, checked by benchmark.records.validate and its setting's checks.
+"""Hand-made result records for tests: valid by construction, checked by benchmark.records.validate and
+by its setting's checks.
 
 `make_record` builds a record from per-episode accuracies (one list per seed), filling in the
 summary the same way the harness must (benchmark.records.mean_ci), so tests can state the exact
 numbers they expect. `paired_accuracies` makes realistic, discrete episode accuracies for several
 methods on shared episodes, and `write` files a record where the leaderboard looks for it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,8 +14,8 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -57,24 +59,30 @@ def make_record(
     notes: str | None = None,
 ) -> dict:
     """A valid record; `accuracies` is one list of episode accuracies, or one list per seed."""
-    per_seed = [list(map(float, a)) for a in accuracies] if isinstance(accuracies[0], (list, tuple, np.ndarray)) \
+    per_seed = (
+        [list(map(float, a)) for a in accuracies]
+        if isinstance(accuracies[0], (list, tuple, np.ndarray))
         else [list(map(float, accuracies))]
+    )
     seeds = list(seeds) if seeds is not None else list(range(len(per_seed)))
     if len(seeds) != len(per_seed):
         raise ValueError("one seed per list of accuracies")
     n = len(per_seed[0])
-    runs = [{
-        "seed": seed,
-        "episode_accuracies": accs,
-        "mean": float(np.mean(accs)),
-        "ci95": _ci(accs),
-        "n": len(accs),
-        "train_steps": 1000,
-        "train_time_s": train_time_s / len(per_seed),
-        "eval_time_s": eval_time_s / len(per_seed),
-        "checkpoint": None,
-        "selection": {"rule": "final"},
-    } for seed, accs in zip(seeds, per_seed)]
+    runs = [
+        {
+            "seed": seed,
+            "episode_accuracies": accs,
+            "mean": float(np.mean(accs)),
+            "ci95": _ci(accs),
+            "n": len(accs),
+            "train_steps": 1000,
+            "train_time_s": train_time_s / len(per_seed),
+            "eval_time_s": eval_time_s / len(per_seed),
+            "checkpoint": None,
+            "selection": {"rule": "final"},
+        }
+        for seed, accs in zip(seeds, per_seed)
+    ]
     seed_means = [r["mean"] for r in runs]
     episode_means = np.mean(np.asarray(per_seed), axis=0)
     record = {
@@ -84,10 +92,16 @@ def make_record(
         "kind": kind,
         "setting": setting,
         "protocol": {
-            "name": protocol, "version": version, "setting": setting, "ways": ways, "shots": shots,
-            "queries": queries, "image_size": image_size,
+            "name": protocol,
+            "version": version,
+            "setting": setting,
+            "ways": ways,
+            "shots": shots,
+            "queries": queries,
+            "image_size": image_size,
             "datasets": list(datasets) if datasets is not None else [protocol.split("-")[0]],
-            "test_split": "test", "test_episodes": n,
+            "test_split": "test",
+            "test_episodes": n,
             "episodes_fingerprint": episodes_fingerprint or fingerprint(protocol, version),
         },
         "method": {"name": method, "backbone": backbone, "hparams": dict(hparams or {"lr": 0.001}), "recipe": None},
@@ -105,12 +119,17 @@ def make_record(
         "device": dict(device or {"type": "cpu", "name": "test-cpu"}),
         "environment": {"python": "3.11", "torch": "2.3.0"},
         "code": {"git_commit": git_commit, "git_dirty": False},
-        "data": {d: hashlib.sha256(d.encode()).hexdigest()[:16]
-                 for d in (datasets if datasets is not None else [protocol.split("-")[0]])},
+        "data": {
+            d: hashlib.sha256(d.encode()).hexdigest()[:16]
+            for d in (datasets if datasets is not None else [protocol.split("-")[0]])
+        },
     }
     if kind == "submission":
-        record["method"]["source"] = {"file": f"{method}.py", "class": method,
-                                      "sha256": hashlib.sha256(method.encode()).hexdigest()}
+        record["method"]["source"] = {
+            "file": f"{method}.py",
+            "class": method,
+            "sha256": hashlib.sha256(method.encode()).hexdigest(),
+        }
     if notes:
         record["notes"] = notes
     validate(record)
@@ -118,8 +137,9 @@ def make_record(
     return record
 
 
-def paired_accuracies(means: Mapping[str, float], n: int = 100, *, ways: int = 5, queries: int = 15,
-                      seed: int = 0, spread: float = 0.08) -> dict[str, list[float]]:
+def paired_accuracies(
+    means: Mapping[str, float], n: int = 100, *, ways: int = 5, queries: int = 15, seed: int = 0, spread: float = 0.08
+) -> dict[str, list[float]]:
     """Episode accuracies for several methods on the same episodes.
 
     Episodes differ in difficulty and every method feels that difficulty alike, which is what
@@ -173,6 +193,15 @@ def populate_demo(results: Path) -> None:
         write(results, make_record(method, "omniglot-5w1s", accs))
     cross = paired_accuracies({"ProtoNet": 0.45, "Baseline": 0.40}, n=40, seed=3)
     for method, accs in cross.items():
-        write(results, make_record(method, "caltech101-to-pacs-sketch-5w1s", accs, setting="cross-domain",
-                                   datasets=["caltech101", "pacs-sketch"], backbone="resnet12"))
+        write(
+            results,
+            make_record(
+                method,
+                "caltech101-to-pacs-sketch-5w1s",
+                accs,
+                setting="cross-domain",
+                datasets=["caltech101", "pacs-sketch"],
+                backbone="resnet12",
+            ),
+        )
     write_raw(results, tampered(make_record("Edited", "omniglot-5w1s", a, run_id="edited-run"), mean=0.99))

@@ -1,4 +1,5 @@
 """The leaderboard page, run in-process with Streamlit's AppTest (no browser, no server)."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from recordkit import DEMO_BAD, make_record, paired_accuracies, populate_demo, write
 from streamlit.testing.v1 import AppTest
 
 from benchmark.cli import serve
 from benchmark.settings import SETTINGS
-from benchmark.page import board as boards
-from benchmark.page import tables
-from benchmark.stats import ranking
-from recordkit import DEMO_BAD, make_record, paired_accuracies, populate_demo, write
 
 APP = Path(__file__).resolve().parents[1] / "leaderboards" / "app.py"
 

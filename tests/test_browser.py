@@ -3,6 +3,7 @@
 Skipped only when /usr/bin/chromium is missing outside CI; in CI (env CI set) chromium is
 installed on purpose, so its absence is a failure, not a skip.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,15 +14,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from recordkit import DEMO_BAD, populate_demo
 
 from benchmark.cli import serve
-from recordkit import DEMO_BAD, populate_demo
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 START_TIMEOUT_S = 60
 
@@ -42,8 +49,12 @@ def server(tmp_path):
     populate_demo(results)
     port = serve.free_port()
     log = (tmp_path / "streamlit.log").open("w")
-    proc = subprocess.Popen(serve.build_command(results, port, address="127.0.0.1"),
-                            env=serve.child_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        serve.build_command(results, port, address="127.0.0.1"),
+        env=serve.child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -76,8 +87,7 @@ def grid(frame) -> list[list[str]]:
     The grid renders only the columns in view, so callers look at the leading columns.
     """
     rows = frame.locator('tbody tr[role="row"]')
-    return [[c.text_content() for c in rows.nth(i).locator('td[role="gridcell"]').all()]
-            for i in range(rows.count())]
+    return [[c.text_content() for c in rows.nth(i).locator('td[role="gridcell"]').all()] for i in range(rows.count())]
 
 
 def test_leaderboard_in_a_browser(chromium, server):

@@ -1,11 +1,11 @@
 """Fast unit tests on synthetic data: registry, statistics, result records, episode samplers,
 fixed test episodes, the algorithm contract and the built-in methods' numerics."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
-
 
 import numpy as np
 import pytest
@@ -13,17 +13,16 @@ import torch
 from scipy import stats as st
 
 from benchmark import records as results
+from benchmark import settings as harness
+from benchmark.algorithms import HParamError, MetaLearner, TaskInfo, prototypes
 from benchmark.core.errors import BenchError
 from benchmark.core.files import atomic_write_text
-from benchmark import settings as harness
-from benchmark.settings import episodic, episodic_training
-from benchmark.algorithms import HParamError, MetaLearner, TaskInfo, prototypes
+from benchmark.core.registry import Registry, UnknownName
 from benchmark.data import DataError
 from benchmark.episodes import EpisodeSampler, ImageBatchSampler, check_fillable, fixed_episodes
 from benchmark.protocols import PROTOCOLS, EpisodeSpec
-from benchmark.core.registry import Registry, UnknownName
-from benchmark.records import InvalidRecord
-from benchmark.records import mean_ci
+from benchmark.records import InvalidRecord, mean_ci
+from benchmark.settings import episodic, episodic_training
 from benchmark.stats import paired_test
 
 # ---- registry ------------------------------------------------------------------------------------
@@ -120,6 +119,7 @@ def test_paired_test_identical_and_mismatched():
 
 class PixelProto(MetaLearner):
     """A parameter-free stand-in method: nearest class mean on raw pixels."""
+
     name = "pixelproto"
     paper = "test stand-in"
 
@@ -141,9 +141,18 @@ def harness_record(make_view, monkeypatch):
     monkeypatch.setattr(episodic_training, "prepare_run", fake_prepare_run)
 
     def make(seeds=(0,), episodes=6):
-        record, path = harness.run("pixelproto", proto.name, seeds=seeds, episodes=episodes, train_steps=0,
-                                   device="cpu", write=False, progress=False, method_cls=PixelProto,
-                                   log=lambda _m: None)
+        record, path = harness.run(
+            "pixelproto",
+            proto.name,
+            seeds=seeds,
+            episodes=episodes,
+            train_steps=0,
+            device="cpu",
+            write=False,
+            progress=False,
+            method_cls=PixelProto,
+            log=lambda _m: None,
+        )
         assert path is None
         return record
 
@@ -251,8 +260,16 @@ def test_the_run_refuses_to_write_an_inconsistent_section(harness_record, tmp_pa
 
     monkeypatch.setattr(episodic.Episodic, "run_section", off_by_one)
     with pytest.raises(BenchError, match="section is inconsistent"):
-        harness.run("pixelproto", "omniglot-5w1s", episodes=6, train_steps=0, device="cpu", method_cls=PixelProto,
-                    results_dir=str(tmp_path), log=lambda _m: None)
+        harness.run(
+            "pixelproto",
+            "omniglot-5w1s",
+            episodes=6,
+            train_steps=0,
+            device="cpu",
+            method_cls=PixelProto,
+            results_dir=str(tmp_path),
+            log=lambda _m: None,
+        )
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no record, and no orphan checkpoint
 
 
@@ -275,14 +292,14 @@ def check_episodes(view, ep, spec, decode_rows, classes=None):
     want_sy = torch.arange(n).repeat_interleave(k)
     assert torch.equal(ep.support_y, want_sy.expand(b, -1))  # class-major support, labels 0..N-1
     ids = s_cls.view(b, n, k)
-    assert (ids == ids[..., :1]).all()                       # K shots of one class per label
+    assert (ids == ids[..., :1]).all()  # K shots of one class per label
     ids = ids[..., 0]
     for e in range(b):
-        assert len(set(ids[e].tolist())) == n                # N distinct classes
+        assert len(set(ids[e].tolist())) == n  # N distinct classes
         assert sorted(ep.query_y[e].tolist()) == sorted(list(range(n)) * q)  # exactly Q per label
-        assert torch.equal(q_cls[e], ids[e][ep.query_y[e]])   # a query's label is its class's label
+        assert torch.equal(q_cls[e], ids[e][ep.query_y[e]])  # a query's label is its class's label
         rows = torch.cat([s_rows[e], q_rows[e]])
-        assert len(set(rows.tolist())) == n * (k + q)        # support and query images disjoint
+        assert len(set(rows.tolist())) == n * (k + q)  # support and query images disjoint
     if classes is not None:
         assert torch.equal(ids, classes)
     return ids, torch.cat([s_rows, q_rows], 1)
@@ -301,7 +318,7 @@ def test_episode_sampler_invariants_over_many_batches(make_view, decode_rows):
         class_major += int((ep.query_y.diff(dim=1) >= 0).all(1).sum())
     assert seen_cls == set(range(len(COUNTS)))
     assert seen_rows == set(range(sum(COUNTS)))  # every image of every class, the last ones included
-    assert class_major < 5                       # query order is shuffled, not class-major
+    assert class_major < 5  # query order is shuffled, not class-major
 
 
 def test_fixed_episodes_invariants(make_view, decode_rows):
@@ -316,7 +333,7 @@ def test_fixed_episodes_invariants(make_view, decode_rows):
         ep = sampler.episodes(index, start, stop)
         _, rows = check_episodes(view, ep, SPEC, decode_rows, classes=index.classes[start:stop])
         # rows recomputed from the index agree with the images gathered
-        want = (view.offsets[index.classes[start:stop]].unsqueeze(-1) + index.slots[start:stop])
+        want = view.offsets[index.classes[start:stop]].unsqueeze(-1) + index.slots[start:stop]
         assert torch.equal(decode_rows(ep.support_x), want[..., :2].flatten(1))
         assert set(decode_rows(ep.query_x).flatten().tolist()) <= set(want[..., 2:].flatten().tolist())
         seen_rows |= set(rows.flatten().tolist())
@@ -359,8 +376,12 @@ def test_fixed_episodes_do_not_depend_on_batching(make_view, decode_rows):
 
 def test_fixed_episodes_golden(make_view):
     """Frozen output of the test-episode generator: any change to it changes every published number."""
-    view = make_view([20 + (i * 7) % 11 for i in range(30)], label="golden", fingerprint="golden-data",
-                     class_names=[f"class{i:03d}" for i in range(30)])
+    view = make_view(
+        [20 + (i * 7) % 11 for i in range(30)],
+        label="golden",
+        fingerprint="golden-data",
+        class_names=[f"class{i:03d}" for i in range(30)],
+    )
     fe = fixed_episodes(view, EpisodeSpec(5, 1, 15), "golden-protocol:v1:test", 3)
     assert fe.classes.tolist() == [[19, 8, 27, 22, 26], [22, 23, 16, 2, 17], [19, 18, 20, 1, 15]]
     assert fe.slots[0, 0].tolist() == [4, 5, 11, 19, 14, 13, 17, 20, 2, 12, 8, 9, 10, 16, 7, 0]
@@ -402,7 +423,6 @@ def test_image_batch_sampler_labels_match_rows(make_view, decode_rows):
 
 # ---- the algorithm contract ----------------------------------------------------------------------
 
-import baselines  # noqa: E402  (registers the built-in methods)
 from baselines.finetune import BaselinePP  # noqa: E402
 from baselines.maml import MAML  # noqa: E402
 from baselines.protonet import ProtoNet  # noqa: E402
@@ -418,8 +438,9 @@ def test_unknown_hparam_lists_the_known_ones():
 
 
 def test_hparam_strings_are_coerced_to_the_default_type():
-    hp = MAML.resolve_hparams({"inner_steps": "5", "inner_lr": "0.01", "first_order": "true",
-                               "backbone": "resnet12", "meta_batch": 4})
+    hp = MAML.resolve_hparams(
+        {"inner_steps": "5", "inner_lr": "0.01", "first_order": "true", "backbone": "resnet12", "meta_batch": 4}
+    )
     assert hp["inner_steps"] == 5 and type(hp["inner_steps"]) is int
     assert hp["inner_lr"] == 0.01 and type(hp["inner_lr"]) is float
     assert hp["first_order"] is True and hp["backbone"] == "resnet12" and hp["meta_batch"] == 4
@@ -447,6 +468,7 @@ def test_prototypes_are_class_means():
 
 def random_episodes(b, n, k, q, channels=1, size=16, dtype=torch.float32, seed=0):
     from benchmark.episodes import Episodes
+
     g = torch.Generator().manual_seed(seed)
     sx = torch.randn(b, n * k, channels, size, size, generator=g, dtype=dtype)
     qx = torch.randn(b, n * q, channels, size, size, generator=g, dtype=dtype)
@@ -524,9 +546,9 @@ def test_protonet_predict_on_separable_data_is_perfect():
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (84, 3)])
 def test_resnet12_backbone_feeds_a_method(size, channels):
+    from baselines.protonet import ProtoNet
     from benchmark.algorithms import TaskInfo
     from benchmark.backbones import make_backbone
-    from baselines.protonet import ProtoNet
 
     net = make_backbone("resnet12", channels, size)
     assert net(torch.randn(2, channels, size, size)).shape == (2, 640)
@@ -540,5 +562,13 @@ def test_an_unwritable_results_folder_fails_before_training(harness_record, tmp_
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(BenchError, match="cannot be written"):
-        harness.run("pixelproto", "omniglot-5w1s", episodes=6, train_steps=0, device="cpu", method_cls=PixelProto,
-                    results_dir=str(blocker / "results"), log=lambda _m: None)
+        harness.run(
+            "pixelproto",
+            "omniglot-5w1s",
+            episodes=6,
+            train_steps=0,
+            device="cpu",
+            method_cls=PixelProto,
+            results_dir=str(blocker / "results"),
+            log=lambda _m: None,
+        )

@@ -1,5 +1,6 @@
 """`bench data prepare` and `load_prepared`: synthetic archives in the official layouts for the
 failure modes, the real archives (integration) for the row, class and split counts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 
 from benchmark.core import paths
+from benchmark.core.registry import UnknownName
 from benchmark.data import DATASETS, DataError, load_prepared, prepare
 from benchmark.data.prepare import MANIFEST, open_zip
-from benchmark.core.registry import UnknownName
 
 
 def quiet(_msg: str) -> None:
@@ -101,7 +102,7 @@ def _member_data_offset(path: Path, name: str) -> int:
     with zipfile.ZipFile(path) as z:
         info = z.getinfo(name)
     raw = path.read_bytes()
-    n_name, n_extra = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    n_name, n_extra = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
     return info.header_offset + 30 + n_name + n_extra
 
 
@@ -111,7 +112,7 @@ def test_stored_member_failing_its_crc_is_a_data_error(tmp_path, omniglot_zips, 
     with zipfile.ZipFile(z) as zf:
         member = [n for n in zf.namelist() if n.endswith(".png")][0]
     raw = bytearray(z.read_bytes())
-    raw[_member_data_offset(z, member) + 20] ^= 0xFF   # one flipped byte inside the image data
+    raw[_member_data_offset(z, member) + 20] ^= 0xFF  # one flipped byte inside the image data
     z.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="corrupt") as ei:
         prepare("omniglot", source=src["root"], data_dir=tmp_path / "data", log=quiet)
@@ -126,7 +127,7 @@ def test_corrupt_deflate_stream_is_a_data_error(tmp_path, omniglot_zips, no_sour
     with zipfile.ZipFile(z) as zf:
         member = [n for n in zf.namelist() if n.endswith(".png")][0]
     raw = bytearray(z.read_bytes())
-    raw[_member_data_offset(z, member)] = 0xFF   # first deflate block header: BTYPE=11, which is invalid
+    raw[_member_data_offset(z, member)] = 0xFF  # first deflate block header: BTYPE=11, which is invalid
     z.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="corrupt"):
         open_zip(z)
@@ -142,7 +143,7 @@ def test_sha256sums_mismatch_is_a_data_error(omni_src, tmp_path, layout):
     if layout == "beside":  # SHA256SUMS next to the archives
         (omni_src["root"] / "SHA256SUMS").write_text(f"{wrong}  images_background.zip\n")
         source = omni_src["root"]
-    else:                   # one SHA256SUMS at the root of a multi-dataset folder, as ../shared/data
+    else:  # one SHA256SUMS at the root of a multi-dataset folder, as ../shared/data
         (omni_src["root"].parent / "SHA256SUMS").write_text(f"{wrong}  omniglot/images_background.zip\n")
         source = omni_src["root"].parent
     with pytest.raises(DataError, match="SHA256SUMS") as ei:
@@ -165,7 +166,7 @@ def test_interrupted_prepare_leaves_nothing_trusted(omni_src, tmp_path, monkeypa
 
     def save_then_crash(self, *args, **kwargs):
         real_save(self, *args, **kwargs)  # the Arrow files are written ...
-        raise KeyboardInterrupt           # ... and then the user presses Ctrl-C
+        raise KeyboardInterrupt  # ... and then the user presses Ctrl-C
 
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
@@ -256,6 +257,7 @@ def test_dataset_without_public_download_asks_for_source(tmp_path, no_source_env
 
 def _png_bytes(value: int) -> dict:
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(np.full((8, 8), value, np.uint8)).save(buf, format="PNG")
     return {"bytes": buf.getvalue(), "path": None}
@@ -266,8 +268,9 @@ def test_load_prepared_of_a_foreign_save_to_disk_folder(tmp_path):
 
     folder = tmp_path / "my-set"
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")})
-    datasets.Dataset.from_dict({"image": [_png_bytes(10 * i) for i in range(12)],
-                                "label": [f"c{i % 3}" for i in range(12)]}, features=feats).save_to_disk(str(folder))
+    datasets.Dataset.from_dict(
+        {"image": [_png_bytes(10 * i) for i in range(12)], "label": [f"c{i % 3}" for i in range(12)]}, features=feats
+    ).save_to_disk(str(folder))
     prep = load_prepared(str(folder), tmp_path / "data")
     assert prep.name == "my-set" and prep.manifest["rows"] == 12 and prep.fingerprint
     assert prep.manifest["foreign"] == str(folder)
@@ -276,15 +279,17 @@ def test_load_prepared_of_a_foreign_save_to_disk_folder(tmp_path):
 
     from benchmark.protocols import SplitSpec
     from benchmark.store import build_view, load_store
+
     store = load_store(str(folder), 8, 1, str(tmp_path / "data"))
     view = build_view(store, SplitSpec(str(folder)))
     assert view.classes == ("c0", "c1", "c2") and view.counts.tolist() == [4, 4, 4]
 
     # a folder without a label column is refused, saying which columns it has
     bad = tmp_path / "no-label"
-    datasets.Dataset.from_dict({"image": [_png_bytes(0)], "y": [1]},
-                               features=datasets.Features({"image": datasets.Image(),
-                                                           "y": datasets.Value("int64")})).save_to_disk(str(bad))
+    datasets.Dataset.from_dict(
+        {"image": [_png_bytes(0)], "y": [1]},
+        features=datasets.Features({"image": datasets.Image(), "y": datasets.Value("int64")}),
+    ).save_to_disk(str(bad))
     with pytest.raises(DataError, match="no 'label' column"):
         load_prepared(str(bad), tmp_path / "data")
 
@@ -299,8 +304,9 @@ def test_foreign_dataset_with_integer_labels_can_be_used(tmp_path):
 
     folder = tmp_path / "int-labels"
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
-    datasets.Dataset.from_dict({"image": [_png_bytes(10 * i) for i in range(12)], "label": [i % 3 for i in range(12)]},
-                               features=feats).save_to_disk(str(folder))
+    datasets.Dataset.from_dict(
+        {"image": [_png_bytes(10 * i) for i in range(12)], "label": [i % 3 for i in range(12)]}, features=feats
+    ).save_to_disk(str(folder))
     assert load_prepared(str(folder), tmp_path / "data").manifest["rows"] == 12
     store = load_store(str(folder), 8, 1, str(tmp_path / "data"))
     view = build_view(store, SplitSpec(str(folder)))
@@ -329,8 +335,12 @@ def test_prepared_pacs(data_dir):
     assert prep.manifest["rows"] == 9_991 and prep.manifest["classes"] == 7
     meta = prep.dataset().remove_columns("image").to_pandas()
     assert sorted(meta["label"].unique()) == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
-    assert meta["domain"].value_counts().to_dict() == {"sketch": 3929, "cartoon": 2344, "art_painting": 2048,
-                                                       "photo": 1670}
+    assert meta["domain"].value_counts().to_dict() == {
+        "sketch": 3929,
+        "cartoon": 2344,
+        "art_painting": 2048,
+        "photo": 1670,
+    }
 
 
 @pytest.mark.integration
@@ -352,8 +362,7 @@ def test_prepare_of_the_real_data_is_a_no_op_the_second_time(data_dir, shared_da
 @pytest.mark.integration
 @pytest.mark.parametrize("part", ["train", "val", "test"])
 def test_omniglot_split_matches_the_vinyals_files(shared_data, part):
-    from benchmark.protocols import ROT4
-    from benchmark.protocols import class_split
+    from benchmark.protocols import ROT4, class_split
 
     lines = (shared_data / "splits" / "omniglot" / "vinyals" / f"{part}.txt").read_text().split()
     assert len(lines) == len(set(lines))

@@ -3,6 +3,7 @@
 The real image data is not available to the tests; its split files are (../shared/data/splits), and
 the checks on those skip when that folder is absent.
 """
+
 from __future__ import annotations
 
 import csv
@@ -128,8 +129,10 @@ def test_mini_imagenet_missing_split_files(tmp_path):
 # --- CIFAR-100: CIFAR-FS and FC100 -------------------------------------------------------------------
 
 CIFAR_CLASSES = {  # a handful of the real CIFAR-100 superclasses and classes
-    "aquatic_mammals": ["dolphin", "whale"], "fish": ["trout", "shark"],
-    "people": ["baby", "girl"], "trees": ["oak_tree", "maple_tree"],
+    "aquatic_mammals": ["dolphin", "whale"],
+    "fish": ["trout", "shark"],
+    "people": ["baby", "girl"],
+    "trees": ["oak_tree", "maple_tree"],
 }
 CIFAR_FS_SPLITS = {
     "train": [["aquatic_mammals", "dolphin"], ["fish", "trout"], ["people", "girl"], ["trees", "oak_tree"]],
@@ -160,14 +163,23 @@ def write_cifar_archive(path: Path, extra_pickle: bytes | None = None) -> Path:
                 data.append(cifar_pixels(f, i).transpose(2, 0, 1).reshape(-1))
                 fine.append(f)
                 coarse.append(coarse_of[name])
-        return {b"filenames": [b"x.png"] * len(fine), b"batch_label": b"batch", b"fine_labels": fine,
-                b"coarse_labels": coarse, b"data": np.stack(data)}
+        return {
+            b"filenames": [b"x.png"] * len(fine),
+            b"batch_label": b"batch",
+            b"fine_labels": fine,
+            b"coarse_labels": coarse,
+            b"data": np.stack(data),
+        }
 
-    meta = {b"fine_label_names": [n.encode() for n in fine_names],
-            b"coarse_label_names": [n.encode() for n in coarse_names]}
+    meta = {
+        b"fine_label_names": [n.encode() for n in fine_names],
+        b"coarse_label_names": [n.encode() for n in coarse_names],
+    }
     # Protocol 2 and bytes keys, like the Python 2 pickles of the official archive.
-    members = {f"cifar-100-python/{k}": pickle.dumps(v, protocol=2)
-               for k, v in (("meta", meta), ("train", part(2)), ("test", part(1)))}
+    members = {
+        f"cifar-100-python/{k}": pickle.dumps(v, protocol=2)
+        for k, v in (("meta", meta), ("train", part(2)), ("test", part(1)))
+    }
     if extra_pickle is not None:
         members["cifar-100-python/train"] = extra_pickle
     members["cifar-100-python/file.txt~"] = b"noise"
@@ -255,8 +267,10 @@ def test_cifar_not_an_archive(cifar_root, tmp_path):
 
 
 def test_cifar_split_class_missing_from_data(cifar_root, tmp_path):
-    write_json_splits(cifar_root / "splits" / "cifar-fs",
-                      {**CIFAR_FS_SPLITS, "test": CIFAR_FS_SPLITS["test"] + [["reptiles", "turtle"]]})
+    write_json_splits(
+        cifar_root / "splits" / "cifar-fs",
+        {**CIFAR_FS_SPLITS, "test": CIFAR_FS_SPLITS["test"] + [["reptiles", "turtle"]]},
+    )
     with pytest.raises(DataError, match="turtle"):
         prepare("cifar-fs", source=cifar_root, data_dir=tmp_path / "prepared", log=quiet)
     write_json_splits(cifar_root / "splits" / "fc100", {**FC100_SPLITS, "val": ["people", "insects"]})
@@ -265,8 +279,9 @@ def test_cifar_split_class_missing_from_data(cifar_root, tmp_path):
 
 
 def test_cifar_fs_wrong_superclass(cifar_root, tmp_path):
-    write_json_splits(cifar_root / "splits" / "cifar-fs",
-                      {**CIFAR_FS_SPLITS, "val": [["fish", "whale"], ["people", "baby"]]})
+    write_json_splits(
+        cifar_root / "splits" / "cifar-fs", {**CIFAR_FS_SPLITS, "val": [["fish", "whale"], ["people", "baby"]]}
+    )
     with pytest.raises(DataError, match="whale"):
         prepare("cifar-fs", source=cifar_root, data_dir=tmp_path / "prepared", log=quiet)
 
@@ -274,12 +289,16 @@ def test_cifar_fs_wrong_superclass(cifar_root, tmp_path):
 def test_cifar_python2_pickle_format():
     """The official pickles come from Python 2: py2 strings, numpy.core names. Hand-assembled here
     (protocol 2 opcodes, as cPickle writes them) since Python 3 cannot write that format."""
-    from benchmark.data.extra import _unpickle
+    from benchmark.data.cifar import _unpickle
+
     raw = bytes(range(6))
-    py2 = (b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03"
-           b"K\x00\x85U\x01b\x87Rq\x04(K\x01K\x02K\x03\x86cnumpy\ndtype\nq\x05U\x02u1K\x00K\x01\x87Rq\x06"
-           b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x06" + raw +
-           b"tbU\x0bfine_labelsq\x07]q\x08(K\x01K\x02eu.")
+    py2 = (
+        b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03"
+        b"K\x00\x85U\x01b\x87Rq\x04(K\x01K\x02K\x03\x86cnumpy\ndtype\nq\x05U\x02u1K\x00K\x01\x87Rq\x06"
+        b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x06"
+        + raw
+        + b"tbU\x0bfine_labelsq\x07]q\x08(K\x01K\x02eu."
+    )
     d = _unpickle(py2, "test")
     assert d[b"fine_labels"] == [1, 2]
     np.testing.assert_array_equal(d[b"data"], np.arange(6, dtype=np.uint8).reshape(2, 3))
@@ -301,13 +320,19 @@ def test_cifar_pickle_may_not_run_code(tmp_path, capsys):
 
 # --- CUB-200-2011 -------------------------------------------------------------------------------------
 
-CUB = {"train": ["001.Black_footed_Albatross", "003.Sooty_Albatross"], "val": ["002.Laysan_Albatross"],
-       "test": ["004.Groove_billed_Ani"]}
+CUB = {
+    "train": ["001.Black_footed_Albatross", "003.Sooty_Albatross"],
+    "val": ["002.Laysan_Albatross"],
+    "test": ["004.Groove_billed_Ani"],
+}
 
 
 def write_cub(root: Path, per_class: int = 3) -> Path:
-    members = {"CUB_200_2011/README": b"readme", "CUB_200_2011/classes.txt": b"1 001.Black_footed_Albatross\n",
-               "CUB_200_2011/attributes/certainties.txt": b"1 not visible\n"}
+    members = {
+        "CUB_200_2011/README": b"readme",
+        "CUB_200_2011/classes.txt": b"1 001.Black_footed_Albatross\n",
+        "CUB_200_2011/attributes/certainties.txt": b"1 not visible\n",
+    }
     seed = 100
     for classes in CUB.values():
         for c in classes:

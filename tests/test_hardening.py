@@ -1,5 +1,6 @@
 """Records and options a careless or hostile user can make: each is a clear error or a warning on the
 page, never a hang, a traceback, or a record that takes over the board."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ import stat
 import threading
 
 import pytest
+from recordkit import make_record, paired_accuracies, write, write_raw
 
 from benchmark.cli.main import main
 from benchmark.core.errors import BenchError
 from benchmark.page import board as boards
 from benchmark.records import InvalidRecord, read_record
 from benchmark.run import RunConfig
-from recordkit import make_record, paired_accuracies, write, write_raw
 
 PROTOCOL = "omniglot-5w1s"
 
@@ -76,23 +77,45 @@ def test_hostile_names_go_to_warnings_not_to_a_crash(tmp_path):
     assert len(board.table) == 1 and any("abs.json" in w.path for w in board.warnings)
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(episodes=100_000_000), "--episodes"),
-    (dict(max_train_time=float("nan")), "--max-train-time"),
-    (dict(max_train_time=-5.0), "--max-train-time"),
-    (dict(seeds=(1, 1)), "twice"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(episodes=100_000_000), "--episodes"),
+        (dict(max_train_time=float("nan")), "--max-train-time"),
+        (dict(max_train_time=-5.0), "--max-train-time"),
+        (dict(seeds=(1, 1)), "twice"),
+    ],
+)
 def test_run_settings_are_checked_before_any_work(kw, message):
     with pytest.raises(BenchError, match=message):
         RunConfig("protonet", (PROTOCOL,), **kw)
 
 
-@pytest.mark.parametrize("hparam, message", [
-    ("lr=nan", "lr"), ("meta_batch=0", "meta_batch"), ("train_ways=-3", "train_ways"), ("lr=-1", "lr"),
-])
+@pytest.mark.parametrize(
+    "hparam, message",
+    [
+        ("lr=nan", "lr"),
+        ("meta_batch=0", "meta_batch"),
+        ("train_ways=-3", "train_ways"),
+        ("lr=-1", "lr"),
+    ],
+)
 def test_bad_hyper_parameters_are_clear_errors(hparam, message, tmp_path, capsys):
-    rc = main(["evaluate", "--method", "protonet", "--hparam", hparam, "--data-dir", str(tmp_path / "none"),
-               "--results", str(tmp_path / "r"), "--device", "cpu"])
+    rc = main(
+        [
+            "evaluate",
+            "--method",
+            "protonet",
+            "--hparam",
+            hparam,
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--results",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
@@ -108,3 +131,41 @@ def test_a_typo_in_the_method_is_named_before_the_data(tmp_path, capsys):
     rc = main(["evaluate", "--method", "protonett", "--data-dir", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert rc == 2 and "protonett" in err and "Did you mean 'protonet'" in err and "not prepared" not in err
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_the_leaderboard_server_stops_with_bench(tmp_path, sig):
+    """`kill <pid of bench leaderboard>` must not leave Streamlit serving on its port."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from benchmark.cli.serve import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "leaderboard", "--port", str(port), "--results", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        deadline = time.time() + 120
+        while not listening():
+            assert proc.poll() is None and time.time() < deadline, "the server did not start"
+            time.sleep(0.3)
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while listening() and time.time() < deadline:
+            time.sleep(0.3)
+        assert not listening(), f"streamlit still serves on port {port} after {sig} to bench"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,5 +1,6 @@
 """The harness and the `bench` CLI: every method end to end on one protocol per setting on the real
 prepared data with tiny budgets, a trained ProtoNet that must actually learn, and the refusals."""
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,15 @@ import baselines  # noqa: F401  (registers the built-in methods)
 from baselines.protonet import ProtoNet
 from benchmark import records as results
 from benchmark import settings as harness
-from benchmark.core import paths
 from benchmark.algorithms import ALGORITHMS
 from benchmark.backbones import BACKBONES
 from benchmark.cli import main
-from benchmark.data import DataError
+from benchmark.core import paths
 from benchmark.core.errors import BenchError
-from benchmark.run import TrainingDiverged
 from benchmark.core.files import sha256_file
+from benchmark.data import DataError
 from benchmark.protocols import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage
+from benchmark.run import TrainingDiverged
 
 METHODS = list(ALGORITHMS)
 ALL_PROTOCOLS = list(PROTOCOLS)
@@ -32,8 +33,15 @@ ALL_PROTOCOLS = list(PROTOCOLS)
 SMOKE_PROTOCOLS = {"few-shot": "omniglot-5w1s", "cross-domain": "caltech101-to-pacs-photo-5w1s"}
 
 # Small settings for smoke runs; each method gets the ones it has.
-SMALL = {"meta_batch": 2, "eval_batch": 4, "ft_steps": 3, "batch_size": 16, "inner_steps": 1,
-         "eval_inner_steps": 1, "backbone": "tiny"}
+SMALL = {
+    "meta_batch": 2,
+    "eval_batch": 4,
+    "ft_steps": 3,
+    "batch_size": 16,
+    "inner_steps": 1,
+    "eval_inner_steps": 1,
+    "backbone": "tiny",
+}
 
 
 def small_hparams(method: str) -> dict:
@@ -46,8 +54,12 @@ class TinyBackbone(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
         super().__init__()
-        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(in_channels, 8, 3, padding=1),
-                                 nn.BatchNorm2d(8, track_running_stats=running_stats), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4),
+            nn.Conv2d(in_channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8, track_running_stats=running_stats),
+            nn.ReLU(),
+        )
         self.out_dim = 8 * 4 * 4
 
     def forward(self, x):
@@ -103,9 +115,19 @@ def test_smoke_protocols_cover_every_setting():
 @pytest.mark.parametrize("protocol", list(SMOKE_PROTOCOLS.values()))
 @pytest.mark.parametrize("method", METHODS)
 def test_smoke_every_method_on_each_setting(method, protocol, data_dir, tiny_backbone, tmp_path):
-    record, path = harness.run(method, protocol, episodes=4, train_steps=2, device="cpu", data_dir=str(data_dir),
-                               results_dir=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "ckpt"),
-                               progress=False, hparams=small_hparams(method), log=quiet)
+    record, path = harness.run(
+        method,
+        protocol,
+        episodes=4,
+        train_steps=2,
+        device="cpu",
+        data_dir=str(data_dir),
+        results_dir=str(tmp_path / "results"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        progress=False,
+        hparams=small_hparams(method),
+        log=quiet,
+    )
     check_record(record, path, method, protocol, n=4, steps=2)
     assert path.parent == tmp_path / "results" / PROTOCOLS.get(protocol).setting / protocol / method
     assert record["method"]["hparams"]["backbone"] == "tiny"
@@ -113,9 +135,20 @@ def test_smoke_every_method_on_each_setting(method, protocol, data_dir, tiny_bac
 
 @pytest.mark.integration
 def test_several_seeds(data_dir, tiny_backbone, tmp_path):
-    record, path = harness.run("protonet", "omniglot-5w1s", seeds=(0, 1), episodes=4, train_steps=2, device="cpu",
-                               data_dir=str(data_dir), results_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path / "c"),
-                               progress=False, hparams=small_hparams("protonet"), log=quiet)
+    record, path = harness.run(
+        "protonet",
+        "omniglot-5w1s",
+        seeds=(0, 1),
+        episodes=4,
+        train_steps=2,
+        device="cpu",
+        data_dir=str(data_dir),
+        results_dir=str(tmp_path / "r"),
+        checkpoint_dir=str(tmp_path / "c"),
+        progress=False,
+        hparams=small_hparams("protonet"),
+        log=quiet,
+    )
     check_record(record, path, "protonet", "omniglot-5w1s", n=4, steps=2, seeds=(0, 1))
     assert [r["seed"] for r in record["runs"]] == [0, 1]
     seed_means = [r["mean"] for r in record["runs"]]
@@ -123,6 +156,7 @@ def test_several_seeds(data_dir, tiny_backbone, tmp_path):
     assert record["summary"]["seed_ci95"] is not None and record["summary"]["seed_ci95"] >= 0
     per_episode = np.mean([r["episode_accuracies"] for r in record["runs"]], axis=0)
     from benchmark.records import mean_ci
+
     assert record["summary"]["ci95"] == pytest.approx(mean_ci(per_episode).ci95)
     assert record["runs"][0]["checkpoint"]["sha256"] != record["runs"][1]["checkpoint"]["sha256"]
 
@@ -131,9 +165,18 @@ def test_several_seeds(data_dir, tiny_backbone, tmp_path):
 def test_every_method_sees_the_same_test_episodes(data_dir, tiny_backbone, tmp_path):
     fps = {}
     for method in METHODS:
-        record, path = harness.run(method, "caltech101-to-pacs-photo-5w1s", episodes=4, train_steps=0, device="cpu",
-                                   data_dir=str(data_dir), write=False, progress=False,
-                                   hparams=small_hparams(method), log=quiet)
+        record, path = harness.run(
+            method,
+            "caltech101-to-pacs-photo-5w1s",
+            episodes=4,
+            train_steps=0,
+            device="cpu",
+            data_dir=str(data_dir),
+            write=False,
+            progress=False,
+            hparams=small_hparams(method),
+            log=quiet,
+        )
         assert path is None
         fps[method] = record["protocol"]["episodes_fingerprint"]
     assert len(set(fps.values())) == 1, fps
@@ -143,12 +186,22 @@ def test_every_method_sees_the_same_test_episodes(data_dir, tiny_backbone, tmp_p
 
 @pytest.mark.integration
 def test_max_train_time_stops_training_early(data_dir, tiny_backbone, tmp_path):
-    record, path = harness.run("protonet", "omniglot-5w1s", episodes=4, train_steps=1_000_000, max_train_time=1.0,
-                               device="cpu", data_dir=str(data_dir), results_dir=str(tmp_path / "r"),
-                               checkpoint_dir=str(tmp_path / "c"), progress=False,
-                               hparams=small_hparams("protonet"), log=quiet)
+    record, path = harness.run(
+        "protonet",
+        "omniglot-5w1s",
+        episodes=4,
+        train_steps=1_000_000,
+        max_train_time=1.0,
+        device="cpu",
+        data_dir=str(data_dir),
+        results_dir=str(tmp_path / "r"),
+        checkpoint_dir=str(tmp_path / "c"),
+        progress=False,
+        hparams=small_hparams("protonet"),
+        log=quiet,
+    )
     run = record["runs"][0]
-    assert 0 < run["train_steps"] < 1_000_000           # the record keeps the steps actually taken
+    assert 0 < run["train_steps"] < 1_000_000  # the record keeps the steps actually taken
     assert run["train_budget"] == {"steps": 1_000_000, "max_time_s": 1.0}
     assert run["train_time_s"] < 30
     check_record(record, path, "protonet", "omniglot-5w1s", n=4, steps=run["train_steps"])
@@ -160,12 +213,30 @@ def test_max_train_time_stops_training_early(data_dir, tiny_backbone, tmp_path):
 @pytest.mark.integration
 def test_trained_protonet_learns_omniglot(data_dir, tmp_path):
     """Calibrated on CPU: 300 steps give about 0.85 on 100 test episodes (untrained about 0.56; chance 0.20)."""
-    trained, path = harness.run("protonet", "omniglot-5w1s", episodes=100, train_steps=300, device="cpu",
-                                data_dir=str(data_dir), results_dir=str(tmp_path / "r"),
-                                checkpoint_dir=str(tmp_path / "c"), progress=False, log=quiet)
+    trained, path = harness.run(
+        "protonet",
+        "omniglot-5w1s",
+        episodes=100,
+        train_steps=300,
+        device="cpu",
+        data_dir=str(data_dir),
+        results_dir=str(tmp_path / "r"),
+        checkpoint_dir=str(tmp_path / "c"),
+        progress=False,
+        log=quiet,
+    )
     check_record(trained, path, "protonet", "omniglot-5w1s", n=100, steps=300)
-    untrained, _ = harness.run("protonet", "omniglot-5w1s", episodes=100, train_steps=0, device="cpu",
-                               data_dir=str(data_dir), write=False, progress=False, log=quiet)
+    untrained, _ = harness.run(
+        "protonet",
+        "omniglot-5w1s",
+        episodes=100,
+        train_steps=0,
+        device="cpu",
+        data_dir=str(data_dir),
+        write=False,
+        progress=False,
+        log=quiet,
+    )
     t, u = trained["summary"]["mean"], untrained["summary"]["mean"]
     assert t > 0.80, f"trained ProtoNet scored {t:.3f}"
     assert u < t - 0.15, f"untrained {u:.3f} vs trained {t:.3f}"
@@ -201,9 +272,20 @@ class Picky(ProtoNet):
 @pytest.mark.integration
 def test_nan_loss_stops_training_and_writes_nothing(data_dir, tiny_backbone, tmp_path):
     with pytest.raises(TrainingDiverged, match="nan"):
-        harness.run("nanproto", "omniglot-5w1s", episodes=4, train_steps=3, device="cpu", data_dir=str(data_dir),
-                    results_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path / "c"), progress=False,
-                    hparams={"backbone": "tiny"}, method_cls=NaNProto, log=quiet)
+        harness.run(
+            "nanproto",
+            "omniglot-5w1s",
+            episodes=4,
+            train_steps=3,
+            device="cpu",
+            data_dir=str(data_dir),
+            results_dir=str(tmp_path / "r"),
+            checkpoint_dir=str(tmp_path / "c"),
+            progress=False,
+            hparams={"backbone": "tiny"},
+            method_cls=NaNProto,
+            log=quiet,
+        )
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*"))
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*"))
 
@@ -211,33 +293,71 @@ def test_nan_loss_stops_training_and_writes_nothing(data_dir, tiny_backbone, tmp
 @pytest.mark.integration
 def test_wrong_predict_shape_names_the_contract(data_dir, tiny_backbone, tmp_path):
     with pytest.raises(BenchError, match=r"contract is \[episodes, queries, ways\]"):
-        harness.run("wrongshape", "omniglot-5w1s", episodes=4, train_steps=0, device="cpu", data_dir=str(data_dir),
-                    results_dir=str(tmp_path / "r"), progress=False, hparams={"backbone": "tiny"},
-                    method_cls=WrongShape, log=quiet)
+        harness.run(
+            "wrongshape",
+            "omniglot-5w1s",
+            episodes=4,
+            train_steps=0,
+            device="cpu",
+            data_dir=str(data_dir),
+            results_dir=str(tmp_path / "r"),
+            progress=False,
+            hparams={"backbone": "tiny"},
+            method_cls=WrongShape,
+            log=quiet,
+        )
     assert not json_files(tmp_path / "r")
 
 
 def test_unsupported_protocol_is_refused_before_any_work(tmp_path):
     with pytest.raises(BenchError, match="cannot run protocol omniglot-5w1s: it only runs on colour"):
-        harness.run("picky", "omniglot-5w1s", episodes=4, train_steps=0, device="cpu",
-                    data_dir=str(tmp_path / "no-data"), results_dir=str(tmp_path / "r"), method_cls=Picky, log=quiet)
+        harness.run(
+            "picky",
+            "omniglot-5w1s",
+            episodes=4,
+            train_steps=0,
+            device="cpu",
+            data_dir=str(tmp_path / "no-data"),
+            results_dir=str(tmp_path / "r"),
+            method_cls=Picky,
+            log=quiet,
+        )
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.integration
 def test_unfillable_episode_spec_is_a_data_error(data_dir, monkeypatch, tmp_path):
-    adhoc = Protocol(name="test-pacs-20w1s", version=1, setting="cross-domain",
-                     description="20-way episodes on PACS, which has 7 classes",
-                     stages=(Stage(train=SplitSpec("pacs", where=(("domain", ("photo", "cartoon")),)),
-                                   test=(SplitSpec("pacs", where=(("domain", ("sketch",)),)),)),),
-                     episode=EpisodeSpec(20, 1, 15), image_size=84, channels=3)
+    adhoc = Protocol(
+        name="test-pacs-20w1s",
+        version=1,
+        setting="cross-domain",
+        description="20-way episodes on PACS, which has 7 classes",
+        stages=(
+            Stage(
+                train=SplitSpec("pacs", where=(("domain", ("photo", "cartoon")),)),
+                test=(SplitSpec("pacs", where=(("domain", ("sketch",)),)),),
+            ),
+        ),
+        episode=EpisodeSpec(20, 1, 15),
+        image_size=84,
+        channels=3,
+    )
     with pytest.raises(DataError) as ei:
         harness.prepare_run(adhoc, torch.device("cpu"), 4, str(data_dir))
     assert "20" in str(ei.value) and "7" in str(ei.value)
     monkeypatch.setitem(PROTOCOLS._items, adhoc.name, adhoc)  # registered for this test only
     with pytest.raises(DataError, match="20-way episodes need 20 classes"):
-        harness.run("protonet", adhoc.name, episodes=4, train_steps=1, device="cpu", data_dir=str(data_dir),
-                    results_dir=str(tmp_path / "r"), progress=False, log=quiet)
+        harness.run(
+            "protonet",
+            adhoc.name,
+            episodes=4,
+            train_steps=1,
+            device="cpu",
+            data_dir=str(data_dir),
+            results_dir=str(tmp_path / "r"),
+            progress=False,
+            log=quiet,
+        )
     assert not json_files(tmp_path / "r")
 
 
@@ -249,38 +369,63 @@ def fake_prepared(tmp_path):
     """A data dir in which omniglot looks prepared (a manifest only): enough for checks made before data is read."""
     root = tmp_path / "fake-data"
     (root / "omniglot").mkdir(parents=True)
-    (root / "omniglot" / "metabench.json").write_text(json.dumps({"name": "omniglot", "fingerprint": "0" * 64,
-                                                                  "rows": 0, "classes": 0}))
+    (root / "omniglot" / "metabench.json").write_text(
+        json.dumps({"name": "omniglot", "fingerprint": "0" * 64, "rows": 0, "classes": 0})
+    )
     return root
 
 
 def test_cli_unknown_method(fake_prepared, tmp_path, capsys):
-    rc = main(["evaluate", "--method", "protonett", "--data-dir", str(fake_prepared), "--results",
-               str(tmp_path / "r"), "--quiet"])
+    rc = main(
+        [
+            "evaluate",
+            "--method",
+            "protonett",
+            "--data-dir",
+            str(fake_prepared),
+            "--results",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Did you mean 'protonet'" in err and "unknown method" in err
     assert not (tmp_path / "r").exists()
 
 
 def test_cli_unknown_protocol(tmp_path, capsys):
-    rc = main(["evaluate", "--protocol", "omniglot-5w1z", "--data-dir", str(tmp_path), "--results", str(tmp_path / "r")])
+    rc = main(
+        ["evaluate", "--protocol", "omniglot-5w1z", "--data-dir", str(tmp_path), "--results", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Did you mean 'omniglot-5w1s'" in err and "unknown protocol" in err
 
 
 def test_cli_unknown_hparam(fake_prepared, tmp_path, capsys):
-    rc = main(["evaluate", "--hparam", "learning_rate=0.1", "--data-dir", str(fake_prepared), "--results",
-               str(tmp_path / "r")])
+    rc = main(
+        [
+            "evaluate",
+            "--hparam",
+            "learning_rate=0.1",
+            "--data-dir",
+            str(fake_prepared),
+            "--results",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "learning_rate" in err and "lr_step" in err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--episodes", "0"], "--episodes must be at least 1"),
-    (["--seeds", "3", "3"], "lists a seed twice"),
-    (["--train-steps", "-5"], "--train-steps must be 0 or more"),
-    (["--method", "maml", "--hparam", "train_ways=10"], "drop train_ways=10"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--episodes", "0"], "--episodes must be at least 1"),
+        (["--seeds", "3", "3"], "lists a seed twice"),
+        (["--train-steps", "-5"], "--train-steps must be 0 or more"),
+        (["--method", "maml", "--hparam", "train_ways=10"], "drop train_ways=10"),
+    ],
+)
 def test_cli_rejects_bad_run_settings(fake_prepared, tmp_path, capsys, args, needle):
     rc = main(["evaluate", *args, "--data-dir", str(fake_prepared), "--results", str(tmp_path / "r"), "--quiet"])
     assert rc == 2 and needle in capsys.readouterr().err
@@ -311,8 +456,16 @@ def test_cli_evaluate_help(capsys):
         main(["evaluate", "--help"])
     assert ei.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--seeds", "--episodes", "--train-steps", "--device", "--method", "--protocol", "--hparam",
-                 "--max-train-time"):
+    for flag in (
+        "--seeds",
+        "--episodes",
+        "--train-steps",
+        "--device",
+        "--method",
+        "--protocol",
+        "--hparam",
+        "--max-train-time",
+    ):
         assert flag in out, flag
 
 
@@ -328,16 +481,35 @@ def test_cli_evaluate_without_prepared_data(tmp_path, monkeypatch, capsys):
     assert list(empty.iterdir()) == [] and not (tmp_path / "r").exists()
 
 
-def test_cli_evaluate_prepares_from_the_configured_source(tmp_path, monkeypatch, capsys, omniglot_zips,
-                                                          tiny_backbone):
+def test_cli_evaluate_prepares_from_the_configured_source(tmp_path, monkeypatch, capsys, omniglot_zips, tiny_backbone):
     """With BENCH_SOURCE set, `bench evaluate` prepares what is missing, then runs and writes a record."""
-    src = omniglot_zips(tmp_path / "src" / "omniglot", drawers=16,
-                        alphabets={"background": {"Alpha": 3, "Beta": 3}, "evaluation": {"Gamma": 5}})
+    src = omniglot_zips(
+        tmp_path / "src" / "omniglot",
+        drawers=16,
+        alphabets={"background": {"Alpha": 3, "Beta": 3}, "evaluation": {"Gamma": 5}},
+    )
     monkeypatch.setenv(paths.SOURCE_ENV, str(src["root"].parent))
     monkeypatch.setenv(paths.DATA_DIR_ENV, str(tmp_path / "data"))
-    rc = main(["evaluate", "--protocol", "omniglot-lake-5w1s", "--episodes", "3", "--train-steps", "2",
-               "--device", "cpu", "--quiet", "--results", str(tmp_path / "r"), "--hparam", "backbone=tiny",
-               "--hparam", "eval_batch=2"])
+    rc = main(
+        [
+            "evaluate",
+            "--protocol",
+            "omniglot-lake-5w1s",
+            "--episodes",
+            "3",
+            "--train-steps",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--results",
+            str(tmp_path / "r"),
+            "--hparam",
+            "backbone=tiny",
+            "--hparam",
+            "eval_batch=2",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "preparing it from the configured source" in captured.out
@@ -350,9 +522,35 @@ def test_cli_evaluate_prepares_from_the_configured_source(tmp_path, monkeypatch,
 
 @pytest.mark.integration
 def test_cli_evaluate_end_to_end(data_dir, tiny_backbone, tmp_path, capsys):
-    rc = main(["evaluate", "--method", "maml", "--protocol", "caltech101-5w1s", "--seeds", "0", "1", "--episodes", "4",
-               "--train-steps", "1", "--device", "cpu", "--data-dir", str(data_dir), "--results", str(tmp_path / "r"),
-               "--quiet", "--hparam", "backbone=tiny", "--hparam", "meta_batch=2", "--hparam", "first_order=true"])
+    rc = main(
+        [
+            "evaluate",
+            "--method",
+            "maml",
+            "--protocol",
+            "caltech101-5w1s",
+            "--seeds",
+            "0",
+            "1",
+            "--episodes",
+            "4",
+            "--train-steps",
+            "1",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(data_dir),
+            "--results",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--hparam",
+            "backbone=tiny",
+            "--hparam",
+            "meta_batch=2",
+            "--hparam",
+            "first_order=true",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     (path,) = json_files(tmp_path / "r")

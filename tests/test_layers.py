@@ -5,6 +5,7 @@ record *format* (records/) below run, since run writes it and everything above r
 compose run, records and stats; the CLI, the server and submissions sit on top. Function-local
 imports count the same as module-level ones: a deferred import is still a dependency.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,11 +14,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "benchmark"
 
-LAYERS = ["core", "data", "protocols", "store", "episodes", "methods", "records", "stats", "run", "settings",
-          "page", "submissions", "cli"]
+LAYERS = [
+    "core",
+    "data",
+    "protocols",
+    "store",
+    "episodes",
+    "methods",
+    "records",
+    "stats",
+    "run",
+    "settings",
+    "page",
+    "submissions",
+    "cli",
+]
 # modules outside the layer folders, and the layer each belongs to
-LOOSE = {"benchmark": "core", "benchmark.algorithms": "methods", "benchmark.backbones": "methods",
-         "benchmark.__main__": "cli"}
+LOOSE = {
+    "benchmark": "core",
+    "benchmark.algorithms": "methods",
+    "benchmark.backbones": "methods",
+    "benchmark.__main__": "cli",
+}
 # which layers may import the sibling top-level packages
 MAY_IMPORT_BASELINES = {"submissions", "cli"}
 MAY_IMPORT_LEADERBOARDS = {"cli"}
@@ -71,15 +89,22 @@ def internal(target: str) -> str | None:
     parts = target.split(".")
     while parts:
         cand = ".".join(parts)
-        if cand in LOOSE or (ROOT / Path(*parts)).with_suffix(".py").is_file() or (ROOT / Path(*parts) / "__init__.py").is_file():
+        if (
+            cand in LOOSE
+            or (ROOT / Path(*parts)).with_suffix(".py").is_file()
+            or (ROOT / Path(*parts) / "__init__.py").is_file()
+        ):
             return cand
         parts.pop()
     return None
 
 
 def test_every_module_belongs_to_a_layer():
-    stray = [module_name(p) for p in package_files()
-             if module_name(p) not in LOOSE and module_name(p).split(".")[1] not in LAYERS]
+    stray = [
+        module_name(p)
+        for p in package_files()
+        if module_name(p) not in LOOSE and module_name(p).split(".")[1] not in LAYERS
+    ]
     assert not stray, f"modules outside every layer: {stray}; put each in one of {LAYERS}"
 
 
@@ -120,7 +145,7 @@ def test_no_import_cycles_between_modules():
         state[m] = 1
         for d in sorted(graph.get(m, ())):
             if state.get(d) == 1:
-                cycles.append(" -> ".join(stack[stack.index(d):] + [d]) if d in stack else f"{m} -> {d}")
+                cycles.append(" -> ".join(stack[stack.index(d) :] + [d]) if d in stack else f"{m} -> {d}")
             elif d not in state:
                 visit(d, stack + [d])
         state[m] = 2

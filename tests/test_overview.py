@@ -1,4 +1,5 @@
 """The page's first view of a setting (tables.overview) and the paper numbers beside our results."""
+
 from __future__ import annotations
 
 import math
@@ -113,7 +114,7 @@ def test_paper_numbers_print_as_the_paper_prints_them():
 
 
 def test_paper_inside_our_interval():
-    assert tables.paper_in_ci(0.9861, 0.0021, 98.8) is True   # 98.61 ± 0.21 holds 98.8
+    assert tables.paper_in_ci(0.9861, 0.0021, 98.8) is True  # 98.61 ± 0.21 holds 98.8
     assert tables.paper_in_ci(0.9600, 0.0038, 98.8) is False
     assert tables.paper_in_ci(0.5, float("nan"), 50.0) is None
     assert tables.paper_in_ci(0.5, None, 50.0) is None
@@ -121,8 +122,9 @@ def test_paper_inside_our_interval():
 
 def test_bench_list_method_compares_the_paper_with_the_newest_record(tmp_path, capsys):
     from benchmark.cli.main import main
-    near = [0.99] * 30 + [0.986] * 30          # 98.8 %, the paper's omniglot-5w1s number, within the CI
-    far = [0.5, 0.6] * 30                       # 55 % on omniglot-5w5s, far from the paper's 99.7
+
+    near = [0.99] * 30 + [0.986] * 30  # 98.8 %, the paper's omniglot-5w1s number, within the CI
+    far = [0.5, 0.6] * 30  # 55 % on omniglot-5w5s, far from the paper's 99.7
     write(tmp_path, make_record("protonet", ONE, [0.2] * 60, created="2024-01-01T00:00:00Z", run_id="old"))
     write(tmp_path, make_record("protonet", ONE, near, created="2025-01-01T00:00:00Z", run_id="new"))
     write(tmp_path, make_record("protonet", FIVE, far, shots=5, run_id="far"))

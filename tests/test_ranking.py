@@ -1,4 +1,5 @@
 """Ranks with ties, paired comparisons and the loading of result records into a table."""
+
 from __future__ import annotations
 
 import json
@@ -6,13 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from recordkit import fingerprint, make_record, paired_accuracies, tampered, write, write_raw
 from scipy import stats
 
 from benchmark.page import board as boards
 from benchmark.page import tables
 from benchmark.records import mean_ci
 from benchmark.stats import ranking
-from recordkit import fingerprint, make_record, paired_accuracies, tampered, write, write_raw
 
 PROTOCOL = "omniglot-5w1s"
 STEP = 1 / 75  # one query out of 5 ways x 15 queries
@@ -74,10 +75,13 @@ def test_compare_matches_scipy_on_seed_averaged_episodes():
     assert test.t_pvalue == pytest.approx(stats.ttest_rel(x, y).pvalue)
 
 
-@pytest.mark.parametrize("change, why", [
-    (dict(episodes_fingerprint=fingerprint(PROTOCOL, salt="other")), "different test episodes"),
-    (dict(version=2), "different protocol versions"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (dict(episodes_fingerprint=fingerprint(PROTOCOL, salt="other")), "different test episodes"),
+        (dict(version=2), "different protocol versions"),
+    ],
+)
 def test_compare_refuses_records_on_different_episodes(change, why):
     a = make_record("A", PROTOCOL, [0.5, 0.6, 0.7])
     b = make_record("B", PROTOCOL, [0.5, 0.6, 0.8], **change)
@@ -125,8 +129,7 @@ def test_bad_records_go_to_warnings_not_the_table(tmp_path):
     planted = {
         "edited-mean": tampered(make_record("B", PROTOCOL, [0.6, 0.7, 0.8], run_id="edited-mean"), mean=0.99),
         "edited-ci": tampered(make_record("C", PROTOCOL, [0.6, 0.7, 0.8], run_id="edited-ci"), ci95=0.001),
-        "fewer-episodes": tampered(make_record("D", PROTOCOL, [0.6, 0.7, 0.8], run_id="fewer-episodes"),
-                                   n_episodes=2),
+        "fewer-episodes": tampered(make_record("D", PROTOCOL, [0.6, 0.7, 0.8], run_id="fewer-episodes"), n_episodes=2),
     }
     for record in planted.values():
         write_raw(tmp_path, record)
@@ -142,9 +145,13 @@ def test_bad_records_go_to_warnings_not_the_table(tmp_path):
     assert board.table["method"].tolist() == ["A"]
     reasons = {w.path: w.reason for w in board.warnings}
     assert set(reasons) == {
-        f"few-shot/{PROTOCOL}/B/edited-mean.json", f"few-shot/{PROTOCOL}/C/edited-ci.json",
-        f"few-shot/{PROTOCOL}/D/fewer-episodes.json", f"few-shot/{PROTOCOL}/E/no-summary.json",
-        f"few-shot/{PROTOCOL}/F/broken.json", "few-shot/elsewhere.json"}
+        f"few-shot/{PROTOCOL}/B/edited-mean.json",
+        f"few-shot/{PROTOCOL}/C/edited-ci.json",
+        f"few-shot/{PROTOCOL}/D/fewer-episodes.json",
+        f"few-shot/{PROTOCOL}/E/no-summary.json",
+        f"few-shot/{PROTOCOL}/F/broken.json",
+        "few-shot/elsewhere.json",
+    }
     assert "summary mean" in reasons[f"few-shot/{PROTOCOL}/B/edited-mean.json"]
     assert "ci95" in reasons[f"few-shot/{PROTOCOL}/C/edited-ci.json"]
     assert "n_episodes" in reasons[f"few-shot/{PROTOCOL}/D/fewer-episodes.json"]
@@ -172,8 +179,17 @@ def test_filters_and_rerank_within_filter(tmp_path):
     accs = paired_accuracies({"A": 0.8, "B": 0.6}, n=40)
     write(tmp_path, make_record("A", PROTOCOL, accs["A"], backbone="resnet12"))
     write(tmp_path, make_record("B", PROTOCOL, accs["B"], backbone="conv4"))
-    write(tmp_path, make_record("C", "pacs-5w1s", accs["B"], setting="cross-domain",
-                                datasets=["pacs-photo", "pacs-sketch"], backbone="resnet18"))
+    write(
+        tmp_path,
+        make_record(
+            "C",
+            "pacs-5w1s",
+            accs["B"],
+            setting="cross-domain",
+            datasets=["pacs-photo", "pacs-sketch"],
+            backbone="resnet18",
+        ),
+    )
     board = boards.load(tmp_path)
     assert board.settings == ["few-shot", "cross-domain"]
     conv4 = tables.filter_table(board.table, backbones=["conv4"])

@@ -1,5 +1,6 @@
 """The records this repository ships stay readable as the schema moves on: every file under results/ loads
 (older schema versions migrated in memory), passes its setting's checks and appears on the board."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Model selection on the protocol's validation episodes: checked during training and at its end, the best
 model is the one scored and saved, and the record says which step won; no validation split, or
 --select final, keeps the final model."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,6 +19,7 @@ CHECKS = 3
 
 class LinearProto(MetaLearner):
     """Prototypes on a learnt linear embedding of the pixels: trains fast, and its accuracy moves."""
+
     name = "linear-proto"
     paper = "test stand-in"
     HPARAMS = {"lr": 0.5}
@@ -60,9 +62,20 @@ def synthetic(make_view, monkeypatch):
 
 
 def run(tmp_path, protocol="omniglot-5w1s", **kw):
-    return settings.run("linear-proto", protocol, episodes=10, train_steps=12, device="cpu", method_cls=LinearProto,
-                        results_dir=str(tmp_path), progress=False, val_episodes=20, val_checks=CHECKS,
-                        log=lambda _m: None, **kw)
+    return settings.run(
+        "linear-proto",
+        protocol,
+        episodes=10,
+        train_steps=12,
+        device="cpu",
+        method_cls=LinearProto,
+        results_dir=str(tmp_path),
+        progress=False,
+        val_episodes=20,
+        val_checks=CHECKS,
+        log=lambda _m: None,
+        **kw,
+    )
 
 
 def test_the_best_validated_model_is_the_one_scored(synthetic, tmp_path):
@@ -79,8 +92,9 @@ def test_the_best_validated_model_is_the_one_scored(synthetic, tmp_path):
     blob = torch.load(tmp_path / record["runs"][0]["checkpoint"]["path"], weights_only=True)
     model = settings.setting_of(prep.protocol).build_model(LinearProto, prep, blob["hparams"])
     model.load_state_dict(blob["state_dict"])
-    again, _ = settings.evaluate_model(model, prep.val, prep.val_episodes, prep.protocol, torch.device("cpu"),
-                                       progress=False)
+    again, _ = settings.evaluate_model(
+        model, prep.val, prep.val_episodes, prep.protocol, torch.device("cpu"), progress=False
+    )
     assert again.mean() == pytest.approx(best, abs=1e-9)
 
 

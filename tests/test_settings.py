@@ -1,6 +1,7 @@
 """A new setting is added beside the others without editing them: this file defines one (held-out image
 classification, scored per test image) with the public hooks only, and it runs, writes valid records,
 is ranked with its own paired units, compared, and gets its own tab on the page."""
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
+from test_app import APP
 
 from benchmark.cli.main import main
 from benchmark.methods import MetaLearner, TaskInfo
 from benchmark.page import board as boards
 from benchmark.protocols import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage
 from benchmark.records import mean_ci
-from benchmark.run import fit
+from benchmark.run import RunConfig, fit
 from benchmark.settings import SETTINGS, PageSpec, Scored, Setting, Trained, check_record, evaluate
-from benchmark.run import RunConfig
-
-from test_app import APP
 
 SIZE, CLASSES, PER_CLASS = 6, 4, 30
 
@@ -50,9 +49,14 @@ class HeldOut(Setting):
     unit = "test image"
     order = 90
     page = PageSpec(columns=("Rank", "Method", "Accuracy (%)", "Images", "Seeds"), unit_label="test image")
-    section_schema = {"run": {"type": "object", "required": ["image_correct"],
-                              "properties": {"image_correct": {"type": "array", "items": {"enum": [0, 1]}}}},
-                      "summary": {"type": "object", "required": ["n_images"]}}
+    section_schema = {
+        "run": {
+            "type": "object",
+            "required": ["image_correct"],
+            "properties": {"image_correct": {"type": "array", "items": {"enum": [0, 1]}}},
+        },
+        "summary": {"type": "object", "required": ["n_images"]},
+    }
 
     def prepare(self, protocol, device, cfg, shared):
         tx, ty = blobs(0, PER_CLASS)
@@ -66,6 +70,7 @@ class HeldOut(Setting):
         def draw(g):
             idx = torch.randint(len(data.train_y), (16,), generator=g)
             return data.train_x[idx], data.train_y[idx]
+
         seconds, done = fit(model, draw, steps, seed, device, torch.device("cpu"), progress=False)
         return Trained(seconds, done)
 
@@ -76,16 +81,24 @@ class HeldOut(Setting):
         return Scored(correct, 0.0)
 
     def protocol_section(self, protocol, data):
-        return {"name": protocol.name, "version": protocol.version, "setting": protocol.setting,
-                "datasets": ["toy"], "n_test_images": len(data.test_y)}
+        return {
+            "name": protocol.name,
+            "version": protocol.version,
+            "setting": protocol.setting,
+            "datasets": ["toy"],
+            "n_test_images": len(data.test_y),
+        }
 
     def run_section(self, scored):
         return {"image_correct": [int(c) for c in scored.units], "mean": float(scored.units.mean())}
 
     def summary_section(self, runs):
-        return {"mean": float(np.mean([r["mean"] for r in runs])), "n_seeds": len(runs),
-                "n_images": len(runs[0]["image_correct"]),
-                "seed_ci95": None if len(runs) < 2 else mean_ci([r["mean"] for r in runs]).ci95}
+        return {
+            "mean": float(np.mean([r["mean"] for r in runs])),
+            "n_seeds": len(runs),
+            "n_images": len(runs[0]["image_correct"]),
+            "seed_ci95": None if len(runs) < 2 else mean_ci([r["mean"] for r in runs]).ci95,
+        }
 
     def units(self, record):
         return np.asarray([r["image_correct"] for r in record["runs"]], dtype=np.float64).mean(axis=0)
@@ -123,9 +136,17 @@ class Untrained(Linear):
 def held_out():
     setting = HeldOut()
     SETTINGS.register(setting.name, setting)
-    proto = Protocol(name="toy-held-out-v1", version=1, setting=setting.name, description="toy",
-                     stages=(Stage(train=SplitSpec("toy"), test=(SplitSpec("toy"),)),),
-                     episode=EpisodeSpec(CLASSES, 1, 1), image_size=SIZE, channels=1, train_steps=60)
+    proto = Protocol(
+        name="toy-held-out-v1",
+        version=1,
+        setting=setting.name,
+        description="toy",
+        stages=(Stage(train=SplitSpec("toy"), test=(SplitSpec("toy"),)),),
+        episode=EpisodeSpec(CLASSES, 1, 1),
+        image_size=SIZE,
+        channels=1,
+        train_steps=60,
+    )
     PROTOCOLS.register(proto.name, proto)
     yield setting, proto
     PROTOCOLS.unregister(proto.name)
@@ -137,8 +158,15 @@ def test_a_new_setting_runs_records_ranks_and_compares(held_out, tmp_path, capsy
     results = tmp_path / "results"
     written = {}
     for cls, steps in ((Linear, 60), (Untrained, 0)):
-        cfg = RunConfig(cls.name, (proto.name,), seeds=(0, 1), train_steps=steps, device="cpu",
-                        results_dir=str(results), progress=False)
+        cfg = RunConfig(
+            cls.name,
+            (proto.name,),
+            seeds=(0, 1),
+            train_steps=steps,
+            device="cpu",
+            results_dir=str(results),
+            progress=False,
+        )
         ((record, path),) = evaluate(cfg, method_cls=cls, log=lambda _m: None)
         check_record(record)  # its own section, checked by its own schema and hooks
         assert record["setting"] == setting.name and path.parts[-4] == setting.name
@@ -158,8 +186,7 @@ def test_a_new_setting_runs_records_ranks_and_compares(held_out, tmp_path, capsy
 def test_a_new_setting_gets_its_own_tab(held_out, tmp_path, monkeypatch):
     setting, proto = held_out
     results = tmp_path / "results"
-    cfg = RunConfig(Linear.name, (proto.name,), train_steps=20, device="cpu", results_dir=str(results),
-                    progress=False)
+    cfg = RunConfig(Linear.name, (proto.name,), train_steps=20, device="cpu", results_dir=str(results), progress=False)
     evaluate(cfg, method_cls=Linear, log=lambda _m: None)
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(results))
     at = AppTest.from_file(str(APP), default_timeout=60).run()

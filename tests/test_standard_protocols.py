@@ -2,6 +2,7 @@
 mini-ImageNet to CUB and to PACS) on stand-ins built in the official layouts: each protocol's splits
 select exactly the right classes, its fixed test episodes can be drawn, and one protocol per dataset runs
 end to end. The real images are not available to the tests (only their split files are)."""
+
 from __future__ import annotations
 
 import csv
@@ -34,16 +35,20 @@ PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "perso
 PARTS = ("train", "val", "test")
 MINI = {part: [f"n0{k}{i:06d}" for i in range(5)] for k, part in enumerate(PARTS, 1)}
 CUB = {part: [f"{3 * i + k:03d}.Bird_{3 * i + k}" for i in range(5)] for k, part in enumerate(PARTS, 1)}
-CIFAR = {"fish": ["trout", "shark", "ray", "flatfish", "aquarium_fish"],
-         "flowers": ["orchid", "poppy", "rose", "sunflower", "tulip"],
-         "trees": ["oak_tree", "maple_tree", "palm_tree", "pine_tree", "willow_tree"]}
+CIFAR = {
+    "fish": ["trout", "shark", "ray", "flatfish", "aquarium_fish"],
+    "flowers": ["orchid", "poppy", "rose", "sunflower", "tulip"],
+    "trees": ["oak_tree", "maple_tree", "palm_tree", "pine_tree", "willow_tree"],
+}
 FC100 = {"train": ["fish"], "val": ["flowers"], "test": ["trees"]}
 CIFAR_ALL = [(sup, c) for sup, cs in CIFAR.items() for c in cs]
 CIFAR_FS = {part: [list(pair) for pair in CIFAR_ALL[k::3]] for k, part in enumerate(("train", "val", "test"))}
 
 NEW = [f"{d}-5w{s}s" for d in SIZES for s in (1, 5)] + [
-    f"mini-imagenet-to-{t}-5w{s}s" for t in ("cub", *(f"pacs-{d.replace('_', '-')}" for d in PACS_DOMAINS))
-    for s in (1, 5)]
+    f"mini-imagenet-to-{t}-5w{s}s"
+    for t in ("cub", *(f"pacs-{d.replace('_', '-')}" for d in PACS_DOMAINS))
+    for s in (1, 5)
+]
 
 
 def quiet(_msg: str) -> None:
@@ -51,6 +56,7 @@ def quiet(_msg: str) -> None:
 
 
 # ---- stand-ins in the official layouts ----------------------------------------------------------------
+
 
 def write_mini(root: Path) -> None:
     """<root>/mini-imagenet/images/*.jpg and <root>/splits/mini-imagenet/ravi/{train,val,test}.csv."""
@@ -76,15 +82,25 @@ def write_cifar(root: Path) -> None:
 
     def pickled(n: int) -> bytes:
         labels = [i for i in range(len(fine)) for _ in range(n)]
-        return pickle.dumps({b"data": rng.integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8),
-                             b"fine_labels": labels,
-                             b"coarse_labels": [coarse.index(CIFAR_ALL[i][0]) for i in labels]}, protocol=2)
+        return pickle.dumps(
+            {
+                b"data": rng.integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8),
+                b"fine_labels": labels,
+                b"coarse_labels": [coarse.index(CIFAR_ALL[i][0]) for i in labels],
+            },
+            protocol=2,
+        )
 
     meta = {b"fine_label_names": [c.encode() for c in fine], b"coarse_label_names": [s.encode() for s in coarse]}
     root.mkdir(parents=True, exist_ok=True)
-    write_tgz(root / "cifar-100-python.tar.gz", {"cifar-100-python/meta": pickle.dumps(meta, protocol=2),
-                                                 "cifar-100-python/train": pickled(PER_CLASS - 5),
-                                                 "cifar-100-python/test": pickled(5)})
+    write_tgz(
+        root / "cifar-100-python.tar.gz",
+        {
+            "cifar-100-python/meta": pickle.dumps(meta, protocol=2),
+            "cifar-100-python/train": pickled(PER_CLASS - 5),
+            "cifar-100-python/test": pickled(5),
+        },
+    )
     write_json_splits(root / "splits" / "cifar-fs", CIFAR_FS)
     write_json_splits(root / "splits" / "fc100", FC100)
 
@@ -145,6 +161,7 @@ def small_backbone():
 
 # ---- the registry ------------------------------------------------------------------------------------
 
+
 def test_every_protocol_uses_registered_datasets_and_a_fixed_test_set():
     for name, p in PROTOCOLS.items():
         for d in p.datasets:
@@ -159,10 +176,12 @@ def expected_splits(name: str) -> tuple[str, int, tuple, tuple, tuple]:
     """(family, image size, train, val, test) as (dataset, column, values) triples."""
     if "-to-" in name:
         target = name.split("-to-")[1].rsplit("-5w", 1)[0]
-        test = ("cub", "split", ("test",)) if target == "cub" else \
-            ("pacs", "domain", (target.removeprefix("pacs-").replace("-", "_"),))
-        return "mini-imagenet", 84, ("mini-imagenet", "split", ("train",)), \
-            ("mini-imagenet", "split", ("val",)), test
+        test = (
+            ("cub", "split", ("test",))
+            if target == "cub"
+            else ("pacs", "domain", (target.removeprefix("pacs-").replace("-", "_"),))
+        )
+        return "mini-imagenet", 84, ("mini-imagenet", "split", ("train",)), ("mini-imagenet", "split", ("val",)), test
     dataset = name.rsplit("-5w", 1)[0]
     return dataset, SIZES[dataset], *((dataset, "split", (part,)) for part in ("train", "val", "test"))
 
@@ -195,6 +214,7 @@ def test_cross_domain_protocols_plan_as_one_run(small_backbone):
 
 
 # ---- the views and the fixed test episodes -----------------------------------------------------------
+
 
 def classes_of(dataset: str, col: str, values: tuple) -> set[str]:
     if dataset == "pacs":
@@ -232,20 +252,41 @@ def test_views_select_the_right_classes_and_test_episodes_can_be_drawn(name, std
 
 # ---- end to end ----------------------------------------------------------------------------------------
 
+
 def small_hparams(backbone: str) -> dict:
     # 5-way training episodes: a paper recipe may ask for more ways than the stand-ins' five classes a part
     return {"backbone": backbone, "eval_batch": 2, "train_ways": 5}
 
 
 def run(protocol: str, data: Path, tmp_path: Path, backbone: str):
-    return harness.run("protonet", protocol, episodes=2, train_steps=1, device="cpu", data_dir=str(data),
-                       results_dir=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "ckpt"),
-                       progress=False, log=quiet, val_episodes=2, val_checks=1,
-                       hparams=small_hparams(backbone))
+    return harness.run(
+        "protonet",
+        protocol,
+        episodes=2,
+        train_steps=1,
+        device="cpu",
+        data_dir=str(data),
+        results_dir=str(tmp_path / "results"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        progress=False,
+        log=quiet,
+        val_episodes=2,
+        val_checks=1,
+        hparams=small_hparams(backbone),
+    )
 
 
-@pytest.mark.parametrize("name", ["mini-imagenet-5w1s", "cifar-fs-5w5s", "fc100-5w1s", "cub-5w5s",
-                                  "mini-imagenet-to-cub-5w1s", "mini-imagenet-to-pacs-sketch-5w5s"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mini-imagenet-5w1s",
+        "cifar-fs-5w5s",
+        "fc100-5w1s",
+        "cub-5w5s",
+        "mini-imagenet-to-cub-5w1s",
+        "mini-imagenet-to-pacs-sketch-5w5s",
+    ],
+)
 def test_protonet_end_to_end(name, std_data, small_backbone, tmp_path):
     record, path = run(name, std_data, tmp_path, small_backbone)
     p = PROTOCOLS.get(name)
@@ -262,9 +303,19 @@ def test_few_shot_and_cross_domain_protocols_share_one_training_run(std_data, sm
     """mini-ImageNet 5-shot and every cross-domain protocol trained on it: one model per seed, scored and
     recorded by each protocol's own setting."""
     names = ("mini-imagenet-5w5s", *(n for n in NEW if "-to-" in n and n.endswith("5w5s")))
-    cfg = RunConfig("protonet", names, episodes=2, train_steps=1, device="cpu", data_dir=str(std_data),
-                    write=False, progress=False, val_episodes=2, val_checks=1,
-                    hparams=small_hparams(small_backbone))
+    cfg = RunConfig(
+        "protonet",
+        names,
+        episodes=2,
+        train_steps=1,
+        device="cpu",
+        data_dir=str(std_data),
+        write=False,
+        progress=False,
+        val_episodes=2,
+        val_checks=1,
+        hparams=small_hparams(small_backbone),
+    )
     out = harness.evaluate(cfg, None, quiet)
     assert [r["protocol"]["name"] for r, _ in out] == list(names)
     assert all(r["runs"][0]["trained_with"] == list(names) for r, _ in out)

@@ -1,6 +1,7 @@
 """`bench submit` and `bench verify`: the submission contract checks, a real submission of
 examples/simpleshot.py on Omniglot end to end, and verification catching forged records, altered
 checkpoints and changed submission files."""
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,14 @@ import torch
 
 from benchmark import records as results
 from benchmark import settings as harness
-from benchmark.submissions import loading, verify as verifying
-from benchmark.submissions import submit
 from benchmark.algorithms import ALGORITHMS
 from benchmark.cli import main
-from benchmark.episodes import fixed_episodes
 from benchmark.core.files import sha256_file
-from benchmark.protocols import PROTOCOLS, EpisodeSpec
 from benchmark.core.registry import UnknownName
+from benchmark.episodes import fixed_episodes
+from benchmark.protocols import PROTOCOLS, EpisodeSpec
+from benchmark.submissions import loading, submit
+from benchmark.submissions import verify as verifying
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "simpleshot.py"
 PROTOCOL = "omniglot-5w1s"
@@ -30,7 +31,7 @@ EPISODES = 10
 # tiny budgets: CPU, a handful of steps, small batches (the numbers are not the point, reproducing them is)
 TINY = ["--episodes", str(EPISODES), "--device", "cpu", "--quiet"]
 
-GOOD = '''
+GOOD = """
 import torch
 from benchmark.algorithms import MetaLearner
 
@@ -51,7 +52,7 @@ class Mine(MetaLearner):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hp["lr"])
-'''
+"""
 
 
 def write(tmp_path: Path, text: str, name: str = "mine.py") -> Path:
@@ -80,8 +81,11 @@ def test_no_metalearner_subclass(tmp_path):
 
 
 def test_missing_predict_is_named_with_every_other_problem(tmp_path):
-    src = GOOD.replace("    def predict(self, support_x, support_y, query_x, ways):\n"
-                       "        return torch.zeros(query_x.shape[0], query_x.shape[1], ways) + self.w\n", "")
+    src = GOOD.replace(
+        "    def predict(self, support_x, support_y, query_x, ways):\n"
+        "        return torch.zeros(query_x.shape[0], query_x.shape[1], ways) + self.w\n",
+        "",
+    )
     src = src.replace('    paper = "Me et al., A Method, 2025"\n', "")
     p = write(tmp_path, src)
     with pytest.raises(loading.SubmissionError) as ei:
@@ -92,11 +96,14 @@ def test_missing_predict_is_named_with_every_other_problem(tmp_path):
 
 
 def test_plain_lightning_module_is_refused(tmp_path):
-    p = write(tmp_path, '''
+    p = write(
+        tmp_path,
+        """
         import pytorch_lightning as pl
         class Lit(pl.LightningModule):
             name = "lit"
-    ''')
+    """,
+    )
     with pytest.raises(loading.SubmissionError, match="Lit is a plain pytorch_lightning.LightningModule.*MetaLearner"):
         loading.load_submission(str(p))
     with pytest.raises(loading.SubmissionError, match="plain pytorch_lightning.LightningModule"):
@@ -116,9 +123,12 @@ def test_builtin_name_clash_suggests_another(tmp_path):
 
 
 def test_signature_training_data_and_several_classes(tmp_path):
-    p = write(tmp_path, GOOD.replace("def predict(self, support_x, support_y, query_x, ways)",
-                                     "def predict(self, xs, ys, xq)").replace('HPARAMS = {"lr": 0.1}',
-                                                                              'HPARAMS = {"lr": 0.1}\n    training_data = "pixels"'))
+    p = write(
+        tmp_path,
+        GOOD.replace("def predict(self, support_x, support_y, query_x, ways)", "def predict(self, xs, ys, xq)").replace(
+            'HPARAMS = {"lr": 0.1}', 'HPARAMS = {"lr": 0.1}\n    training_data = "pixels"'
+        ),
+    )
     with pytest.raises(loading.SubmissionError) as ei:
         loading.load_submission(str(p))
     assert "`predict` must take (support_x, support_y, query_x, ways), not (xs, ys, xq)" in str(ei.value)
@@ -132,11 +142,14 @@ def test_signature_training_data_and_several_classes(tmp_path):
 
 
 def test_subclassing_a_builtin_and_import_errors(tmp_path):
-    p = write(tmp_path, '''
+    p = write(
+        tmp_path,
+        """
         from baselines.protonet import ProtoNet
         class MyProto(ProtoNet):
             name = "myproto"
-    ''')
+    """,
+    )
     cls, _ = loading.load_submission(str(p))
     assert cls.name == "myproto" and "protonet" in ALGORITHMS and "myproto" not in ALGORITHMS
     bad = write(tmp_path, "import torch\nx = 1 / 0\n", "bad.py")
@@ -181,8 +194,23 @@ def test_sampled_episodes_are_those_of_the_full_index(make_view):
 def submitted(data_dir, tmp_path_factory):
     """examples/simpleshot.py submitted on omniglot-5w1s with a tiny budget: (results dir, record path)."""
     res = tmp_path_factory.mktemp("submit") / "results"
-    rc = main(["submit", str(EXAMPLE), "--protocols", PROTOCOL, "--train-steps", "20", "--hparam", "batch_size=16",
-               "--results", str(res), "--data-dir", str(data_dir), *TINY])
+    rc = main(
+        [
+            "submit",
+            str(EXAMPLE),
+            "--protocols",
+            PROTOCOL,
+            "--train-steps",
+            "20",
+            "--hparam",
+            "batch_size=16",
+            "--results",
+            str(res),
+            "--data-dir",
+            str(data_dir),
+            *TINY,
+        ]
+    )
     assert rc == 0
     (path,) = sorted(res.rglob("*.json"))
     return res, path
@@ -284,9 +312,18 @@ def test_verify_catches_a_changed_submission_file_and_foreign_episodes(submitted
 
 @pytest.mark.integration
 def test_verify_a_builtin_method_record(data_dir, tmp_path):
-    record, path = harness.run("protonet", PROTOCOL, episodes=EPISODES, train_steps=3, device="cpu",
-                               data_dir=str(data_dir), results_dir=str(tmp_path / "r"), progress=False,
-                               hparams={"eval_batch": 4}, log=lambda _m: None)
+    record, path = harness.run(
+        "protonet",
+        PROTOCOL,
+        episodes=EPISODES,
+        train_steps=3,
+        device="cpu",
+        data_dir=str(data_dir),
+        results_dir=str(tmp_path / "r"),
+        progress=False,
+        hparams={"eval_batch": 4},
+        log=lambda _m: None,
+    )
     report = verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir))
     assert report.passed, report.format()
     (check,) = report.seeds
@@ -294,4 +331,6 @@ def test_verify_a_builtin_method_record(data_dir, tmp_path):
     assert np.allclose(check.recorded, check.recomputed, atol=1 / 75 + 1e-9)
     # the same seed picks the same sample; another seed another one
     assert verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir)).seeds[0].indices == check.indices
-    assert verifying.verify(path, sample=5, seed=1, device="cpu", data_dir=str(data_dir)).seeds[0].indices != check.indices
+    assert (
+        verifying.verify(path, sample=5, seed=1, device="cpu", data_dir=str(data_dir)).seeds[0].indices != check.indices
+    )

@@ -1,5 +1,6 @@
 """Users' own image folders as datasets (`bench data prepare --from-folder`) and protocol files
 (`--protocol FILE`, `bench protocol add`), on tiny folders of PNGs made here."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from benchmark.cli.main import main
 from benchmark.core.errors import DataError
 from benchmark.data import load_prepared
 from benchmark.data.folder import prepare_folder
-from benchmark.protocols import PROTOCOLS
+from benchmark.protocols import PROTOCOLS, added
 from benchmark.protocols import files as pf
 
 QUIET = {"log": lambda _m: None}
@@ -42,8 +43,8 @@ def domain_tree(root: Path) -> Path:
 @pytest.fixture(autouse=True)
 def forget_file_protocols():
     yield
-    for name in list(pf._LOADED):
-        pf.unload(name)
+    for name in list(added._LOADED):
+        added.unload(name)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def prepared(tmp_path_factory):
 
 def test_class_folder_becomes_a_prepared_dataset(tmp_path):
     src = class_tree(tmp_path / "src", classes=3, per_class=2)
-    (src / ".DS_Store").write_bytes(b"junk")             # hidden files and folders are skipped
+    (src / ".DS_Store").write_bytes(b"junk")  # hidden files and folders are skipped
     (src / "class0" / ".hidden.png").write_bytes(b"not an image")
     (src / ".git").mkdir()
     (src / ".git" / "x.txt").write_text("skip")
@@ -67,7 +68,7 @@ def test_class_folder_becomes_a_prepared_dataset(tmp_path):
     assert m["user"] is True and m["layout"] == "class" and m["domains"] == []
     assert m["class_names"] == ["class0", "class1", "class2"] and m["rows"] == 6
     assert len(m["source_sha256"]["tree"]) == 64 and m["files_sha256"]
-    again = load_prepared("my-set", tmp_path / "data")     # by name, though not in DATASETS
+    again = load_prepared("my-set", tmp_path / "data")  # by name, though not in DATASETS
     assert again.fingerprint == found.fingerprint
     ds = again.dataset()
     assert ds.column_names == ["image", "label"] and sorted(set(ds["label"])) == m["class_names"]
@@ -92,7 +93,7 @@ def test_second_prepare_is_a_no_op_and_force_or_a_change_rebuilds(tmp_path):
     said.clear()
     prepare_folder(src, "again", data, force=True, log=said.append)
     assert said[-1].startswith("prepared again")
-    write_images(src / "class1", 3, seed=7)               # a changed folder is prepared again
+    write_images(src / "class1", 3, seed=7)  # a changed folder is prepared again
     said.clear()
     changed = prepare_folder(src, "again", data, log=said.append)
     assert said[-1].startswith("prepared again") and changed.manifest["rows"] == 5
@@ -132,7 +133,7 @@ def test_bench_list_shows_user_datasets(prepared, capsys):
     _, data = prepared
     assert main(["list", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    tail = out[out.index("datasets (prepared in"):]
+    tail = out[out.index("datasets (prepared in") :]
     assert "omniglot" in tail and tail.index("doms") > tail.index("omniglot")
     assert "yours: 32 images, 8 classes" in tail and "2 domains" in tail
 
@@ -181,19 +182,19 @@ def test_ratio_split_toml_protocol(prepared, tmp_path):
     parts = {k: s.classes for k, s in (("train", p.train), ("val", p.val), ("test", p.test))}
     assert [len(v) for v in parts.values()] == [4, 2, 2]
     assert sorted(sum(parts.values(), ())) == [f"class{c}" for c in range(8)]
-    assert pf.read(path, data) == p                        # deterministic
+    assert pf.read(path, data) == p  # deterministic
     assert pf.ratio_split([f"class{c}" for c in range(8)], [0.5, 0.25, 0.25], 0) == parts
     assert pf.ratio_split([f"class{c}" for c in range(8)], [0.5, 0.25, 0.25], 1) != parts
     assert (p.episode.ways, p.episode.queries, p.channels, p.test_episodes) == (2, 2, 3, 20)
     assert p.summary()["source"] == {"file": str(path), "sha256": pf.sha256_bytes(path.read_bytes())}
-    assert "source" not in PROTOCOLS.get("omniglot-5w1s").summary()   # built-ins are unchanged
+    assert "source" not in PROTOCOLS.get("omniglot-5w1s").summary()  # built-ins are unchanged
 
 
 def test_list_split_yaml_protocol_with_domains(prepared, tmp_path):
     _, data = prepared
     path = tmp_path / "doms.yaml"
     path.write_text(LIST_YAML)
-    assert pf.resolve([str(path)], data) == ["doms-photo-to-sketch"]
+    assert added.resolve([str(path)], data) == ["doms-photo-to-sketch"]
     p = PROTOCOLS.get("doms-photo-to-sketch")
     assert p.train.where == (("domain", ("photo",)),) and p.test.where == (("domain", ("sketch",)),)
     assert p.train.classes == ("kind0", "kind1") and p.val is None and p.channels == 1
@@ -202,9 +203,11 @@ def test_list_split_yaml_protocol_with_domains(prepared, tmp_path):
 def test_cross_domain_file(prepared, tmp_path):
     _, data = prepared
     path = tmp_path / "cross.toml"
-    path.write_text('name = "mine-to-sketch"\nversion = 1\nsetting = "cross-domain"\ndescription = "x"\n'
-                    'train_dataset = "mine"\ntest_dataset = "doms"\nways = 2\nshots = 1\nimage_size = 28\n'
-                    '[domains]\ntest = ["sketch"]\n[classes]\nratio = [0.75, 0.25]\n')
+    path.write_text(
+        'name = "mine-to-sketch"\nversion = 1\nsetting = "cross-domain"\ndescription = "x"\n'
+        'train_dataset = "mine"\ntest_dataset = "doms"\nways = 2\nshots = 1\nimage_size = 28\n'
+        '[domains]\ntest = ["sketch"]\n[classes]\nratio = [0.75, 0.25]\n'
+    )
     p = pf.read(path, data)
     assert (len(p.train.classes), len(p.val.classes)) == (6, 2) and p.datasets == ("mine", "doms")
     assert p.test.label == "doms/domain=sketch" and p.test.classes == ()
@@ -213,16 +216,22 @@ def test_cross_domain_file(prepared, tmp_path):
 def test_every_problem_in_a_file_is_reported_at_once(prepared, tmp_path):
     _, data = prepared
     path = tmp_path / "broken.toml"
-    path.write_text(RATIO_TOML.replace('setting = "few-shot"', 'setting = "fewshot"')
-                    .replace("ways = 2\n", "wayz = 2\n").replace("[0.5, 0.25, 0.25]", "[0.5, 0.5, 0.5]"))
+    path.write_text(
+        RATIO_TOML.replace('setting = "few-shot"', 'setting = "fewshot"')
+        .replace("ways = 2\n", "wayz = 2\n")
+        .replace("[0.5, 0.25, 0.25]", "[0.5, 0.5, 0.5]")
+    )
     with pytest.raises(pf.ProtocolFileError) as e:
         pf.read(path, data)
     msg = str(e.value)
     assert msg.startswith(f"{path}: ") and "unknown key 'wayz'" in msg and "did you mean 'ways'" in msg
     assert "missing key 'ways'" in msg and "bad classes.ratio" in msg and "use 'few-shot'" in msg
     lists = tmp_path / "lists.yaml"
-    lists.write_text(LIST_YAML.replace("test: [kind2, kind3]", "test: [kind1, kind2, nope]")
-                     .replace("name: doms-photo-to-sketch", "name: omniglot-5w1s"))
+    lists.write_text(
+        LIST_YAML.replace("test: [kind2, kind3]", "test: [kind1, kind2, nope]").replace(
+            "name: doms-photo-to-sketch", "name: omniglot-5w1s"
+        )
+    )
     with pytest.raises(pf.ProtocolFileError) as e:
         pf.read(lists, data)
     assert "'kind1' is in both classes.train and classes.test" in str(e.value)
@@ -236,18 +245,21 @@ def test_protocol_add_and_a_changed_version_is_refused(prepared, tmp_path, capsy
     assert main(["protocol", "add", str(path), "--data-dir", str(data)]) == 0
     assert (data / "protocols" / "mine-2w1s.toml").read_text() == RATIO_TOML
     assert "added protocol mine-2w1s v1" in capsys.readouterr().out
-    assert main(["protocol", "add", str(path), "--data-dir", str(data)]) == 0      # the same file: no-op
+    assert main(["protocol", "add", str(path), "--data-dir", str(data)]) == 0  # the same file: no-op
     assert "already added" in capsys.readouterr().out
     path.write_text(RATIO_TOML.replace("seed = 0", "seed = 1"))
     assert main(["protocol", "add", str(path), "--data-dir", str(data)]) == 2
     assert "a changed protocol gets a new version" in capsys.readouterr().err
-    assert pf.resolve(["mine-2w1s", "omniglot-5w1s", "omniglot-5w1z"], data) == \
-        ["mine-2w1s", "omniglot-5w1s", "omniglot-5w1z"]
+    assert added.resolve(["mine-2w1s", "omniglot-5w1s", "omniglot-5w1z"], data) == [
+        "mine-2w1s",
+        "omniglot-5w1s",
+        "omniglot-5w1z",
+    ]
     assert PROTOCOLS.get("mine-2w1s").source[0] == str(data / "protocols" / "mine-2w1s.toml")
-    pf.unload("mine-2w1s")
+    added.unload("mine-2w1s")
     path.write_text(RATIO_TOML.replace("seed = 0", "seed = 1").replace("version = 1", "version = 2"))
     assert main(["protocol", "add", str(path), "--data-dir", str(data)]) == 0
-    assert pf.load(data / "protocols" / "mine-2w1s.toml", data).version == 2
+    assert added.load(data / "protocols" / "mine-2w1s.toml", data).version == 2
     (data / "protocols" / "mine-2w1s.toml").unlink()
     assert main(["evaluate", "--protocol", "omniglot-5w1z", "--data-dir", str(data)]) == 2
     assert "unknown protocol 'omniglot-5w1z'. Did you mean" in capsys.readouterr().err
@@ -257,13 +269,31 @@ def test_evaluate_on_a_protocol_file_end_to_end(prepared, tmp_path, capsys):
     _, data = prepared
     path, results = tmp_path / "mine.toml", tmp_path / "results"
     path.write_text(RATIO_TOML)
-    rc = main(["evaluate", "--protocol", str(path), "--method", "protonet", "--train-steps", "1", "--episodes", "2",
-               "--device", "cpu", "--data-dir", str(data), "--results", str(results), "--quiet"])
+    rc = main(
+        [
+            "evaluate",
+            "--protocol",
+            str(path),
+            "--method",
+            "protonet",
+            "--train-steps",
+            "1",
+            "--episodes",
+            "2",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(data),
+            "--results",
+            str(results),
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     [rec_path] = results.glob("few-shot/mine-2w1s/protonet/*.json")
     rec = json.loads(rec_path.read_text())
     assert rec["protocol"]["name"] == "mine-2w1s" and rec["protocol"]["datasets"] == ["mine"]
     assert rec["protocol"]["source"] == {"file": str(path), "sha256": pf.sha256_bytes(path.read_bytes())}
-    pf.unload("mine-2w1s")                                  # verify finds it again from the record
+    added.unload("mine-2w1s")  # verify finds it again from the record
     assert main(["verify", str(rec_path), "--device", "cpu", "--data-dir", str(data)]) == 0
     assert "PASS" in capsys.readouterr().out

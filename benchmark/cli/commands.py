@@ -1,5 +1,6 @@
 """What each `bench` command does; the parser is in main.py. This is the top layer: it may import
 every layer below it, and it is what registers the built-in methods (`import baselines`)."""
+
 from __future__ import annotations
 
 import os
@@ -12,13 +13,13 @@ from ..core.errors import InvalidRecord
 from ..data import DATASETS, ensure_prepared, prepare, read_manifest_if_prepared
 from ..data.folder import prepare_folder, user_datasets
 from ..methods import ALGORITHMS
+from ..page.board import compare, load, units
+from ..page.tables import paper_in_ci, paper_text
 from ..protocols import PROTOCOLS
-from ..protocols import files as protocol_files
+from ..protocols import added as protocol_files
 from ..records import Record, format_ci, mean_ci
 from ..run import RunConfig, resolve_device
 from ..settings import SETTINGS, evaluate, load_record, plan
-from ..page.board import compare, load, units
-from ..page.tables import paper_in_ci
 from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
 from ..submissions.submit import submit
 from ..submissions.verify import verify
@@ -47,11 +48,23 @@ def _with_source(source: str | None):
 
 def cmd_evaluate(args, ap) -> int:
     protocols = protocol_files.resolve(args.protocol, args.data_dir)  # files and added names -> registered
-    cfg = RunConfig(args.method, tuple(protocols), seeds=args.seeds, episodes=args.episodes,
-                    train_steps=args.train_steps, max_train_time=args.max_train_time, device=args.device,
-                    hparams=_hparams(args.hparam), data_dir=args.data_dir, results_dir=args.results,
-                    write=not args.no_write, progress=not args.quiet, select=args.select,
-                    val_episodes=args.val_episodes, val_checks=args.val_checks)
+    cfg = RunConfig(
+        args.method,
+        tuple(protocols),
+        seeds=args.seeds,
+        episodes=args.episodes,
+        train_steps=args.train_steps,
+        max_train_time=args.max_train_time,
+        device=args.device,
+        hparams=_hparams(args.hparam),
+        data_dir=args.data_dir,
+        results_dir=args.results,
+        write=not args.no_write,
+        progress=not args.quiet,
+        select=args.select,
+        val_episodes=args.val_episodes,
+        val_checks=args.val_checks,
+    )
     plan(cfg)  # the method, protocols and hyper-parameters are checked before any data is touched
     resolve_device(cfg.device)
     _with_source(args.source)
@@ -85,7 +98,7 @@ def _table(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
 
 
 def _paper(res) -> str:
-    return f"{res.mean:.2f}" + (f" +/- {res.ci95:.2f}" if res.ci95 is not None else "")
+    return paper_text(res, unicode=False) or ""
 
 
 def _paper_vs_here(cls, results: str | None) -> None:
@@ -102,11 +115,18 @@ def _paper_vs_here(cls, results: str | None) -> None:
             continue
         r = rows.iloc[-1]
         inside = paper_in_ci(r["mean"], r["ci95"], res.mean)
-        verdict = ("no interval to compare with" if inside is None else "paper inside our 95% CI" if inside else
-                   f"paper outside our 95% CI (ours {100 * r['mean'] - res.mean:+.2f} points)")
-        print(f"  {name:<32} paper {_paper(res)}%  here {format_ci(r['mean'], r['ci95'])}% "
-              f"({r['backbone']}, recipe {r['recipe'] or 'none'}, {r['n_units']} {SETTINGS.get(r['setting']).unit}s, "
-              f"run {r['run_id']}): {verdict}")
+        verdict = (
+            "no interval to compare with"
+            if inside is None
+            else "paper inside our 95% CI"
+            if inside
+            else f"paper outside our 95% CI (ours {100 * r['mean'] - res.mean:+.2f} points)"
+        )
+        print(
+            f"  {name:<32} paper {_paper(res)}%  here {format_ci(r['mean'], r['ci95'])}% "
+            f"({r['backbone']}, recipe {r['recipe'] or 'none'}, {r['n_units']} {SETTINGS.get(r['setting']).unit}s, "
+            f"run {r['run_id']}): {verdict}"
+        )
 
 
 def cmd_list(args, ap) -> int:
@@ -119,7 +139,10 @@ def cmd_list(args, ap) -> int:
             print("paper recipes (the defaults on matching protocols; --hparam overrides them):")
             for r in cls.RECIPES:
                 steps = f", {r.train_steps} steps" if r.train_steps else ""
-                print(f"  {cls.name}:{r.key}: {dict(r.hparams)}{steps}  [{r.source}]" + (f" note: {r.note}" if r.note else ""))
+                print(
+                    f"  {cls.name}:{r.key}: {dict(r.hparams)}{steps}  [{r.source}]"
+                    + (f" note: {r.note}" if r.note else "")
+                )
         if cls.PAPER_RESULTS:
             print("reported by the paper:")
             for name, res in sorted(cls.PAPER_RESULTS.items()):
@@ -131,13 +154,31 @@ def cmd_list(args, ap) -> int:
     print("\nsettings:")
     print("\n".join(_table([(name, s.description) for name, s in SETTINGS.items()])))
     print("\nprotocols:")
-    print("\n".join(_table([(name, f"v{p.version}", p.setting, f"{p.episode.ways}-way {p.episode.shots}-shot",
-                               f"{p.image_size}px", f"{p.test_episodes} test episodes")
-                              for name, p in PROTOCOLS.items()])))
+    print(
+        "\n".join(
+            _table(
+                [
+                    (
+                        name,
+                        f"v{p.version}",
+                        p.setting,
+                        f"{p.episode.ways}-way {p.episode.shots}-shot",
+                        f"{p.image_size}px",
+                        f"{p.test_episodes} test episodes",
+                    )
+                    for name, p in PROTOCOLS.items()
+                ]
+            )
+        )
+    )
     print(f"\ndatasets (prepared in {paths.data_dir(args.data_dir)}):")
     for name, spec in DATASETS.items():
         m = read_manifest_if_prepared(name, args.data_dir)
-        state = f"prepared: {m['rows']} images, {m['classes']} classes" if m else f"not prepared (bench data prepare {name})"
+        state = (
+            f"prepared: {m['rows']} images, {m['classes']} classes"
+            if m
+            else f"not prepared (bench data prepare {name})"
+        )
         print(f"  {name:<14} {state}\n  {'':<14} {spec.description}")
     for name, m in user_datasets(args.data_dir):
         domains = f", {len(m['domains'])} domains" if m.get("domains") else ""
@@ -167,17 +208,22 @@ def cmd_compare(args, ap) -> int:
     unit = SETTINGS.get(a["setting"]).unit
     for tag, rec in (("A", a), ("B", b)):
         r = Record.from_dict(rec)
-        print(f"{tag}: {r.method.name:<14} {r.protocol.name} v{r.protocol.version}  "
-              f"{format_ci(r.summary.mean, mean_ci(units(rec)).ci95)}%  ({r.run_id})")
-    print(f"difference A - B: {format_ci(diff.mean, diff.ci95, signed=True)} points "
-          f"(95% CI over {diff.n} paired {unit}s)")
+        print(
+            f"{tag}: {r.method.name:<14} {r.protocol.name} v{r.protocol.version}  "
+            f"{format_ci(r.summary.mean, mean_ci(units(rec)).ci95)}%  ({r.run_id})"
+        )
+    print(
+        f"difference A - B: {format_ci(diff.mean, diff.ci95, signed=True)} points (95% CI over {diff.n} paired {unit}s)"
+    )
     print(f"paired t-test p = {test.t_pvalue:.3g}; Wilcoxon signed-rank p = {test.wilcoxon_pvalue:.3g}")
     if significantly_different(test):
         better, worse = ("A", "B") if test.mean_diff > 0 else ("B", "A")
         print(f"{better} is significantly better than {worse} (Wilcoxon, alpha = {RANK_ALPHA}).")
     else:
-        print(f"no significant difference (Wilcoxon, alpha = {RANK_ALPHA}): on the leaderboard they share a rank "
-              f"when one of them leads.")
+        print(
+            f"no significant difference (Wilcoxon, alpha = {RANK_ALPHA}): on the leaderboard they share a rank "
+            f"when one of them leads."
+        )
     return 0
 
 
@@ -191,20 +237,46 @@ def cmd_submit(args, ap) -> int:
 
     protocols = protocol_files.resolve(args.protocols, args.data_dir)  # files and added names -> registered
     resolve_device(args.device)  # a bad --device is named before the submission or any data is loaded
-    submit(args.spec, protocols, before_run=prepare_data, seeds=args.seeds, episodes=args.episodes,
-           train_steps=args.train_steps, device=args.device, hparams=_hparams(args.hparam), data_dir=args.data_dir,
-           results_dir=args.results, progress=not args.quiet, max_train_time=args.max_train_time)
+    submit(
+        args.spec,
+        protocols,
+        before_run=prepare_data,
+        seeds=args.seeds,
+        episodes=args.episodes,
+        train_steps=args.train_steps,
+        device=args.device,
+        hparams=_hparams(args.hparam),
+        data_dir=args.data_dir,
+        results_dir=args.results,
+        progress=not args.quiet,
+        max_train_time=args.max_train_time,
+    )
     return 0
 
 
 def cmd_verify(args, ap) -> int:
     protocol_files.resolve_for_record(args.record, args.data_dir)  # a file protocol: register it first
-    report = verify(args.record, sample=args.sample, device=args.device, seed=args.seed, data_dir=args.data_dir,
-                    source=args.source, log=print)
+    report = verify(
+        args.record,
+        sample=args.sample,
+        device=args.device,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        source=args.source,
+        log=print,
+    )
     print(report.format())
     return 0 if report.passed else 1
 
 
-COMMANDS = {"evaluate": cmd_evaluate, "data": cmd_data, "list": cmd_list, "perf": cmd_perf,
-            "leaderboard": cmd_leaderboard, "submit": cmd_submit, "verify": cmd_verify, "compare": cmd_compare,
-            "protocol": cmd_protocol}
+COMMANDS = {
+    "evaluate": cmd_evaluate,
+    "data": cmd_data,
+    "list": cmd_list,
+    "perf": cmd_perf,
+    "leaderboard": cmd_leaderboard,
+    "submit": cmd_submit,
+    "verify": cmd_verify,
+    "compare": cmd_compare,
+    "protocol": cmd_protocol,
+}

@@ -1,8 +1,8 @@
 """The `bench` command line."""
+
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 
@@ -17,69 +17,122 @@ EPILOG = """examples:
 
 
 def _add_data_dir(p):
-    p.add_argument("--data-dir", default=None,
-                   help=f"prepared datasets live here (default: ${paths.DATA_DIR_ENV} or ~/.cache/metabench)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"prepared datasets live here (default: ${paths.DATA_DIR_ENV} or ~/.cache/metabench)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench", description="metabench: meta-learning methods on fixed, versioned "
-                                 "episodes, with 95% confidence intervals.", epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench",
+        description="metabench: meta-learning methods on fixed, versioned episodes, with 95% confidence intervals.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    ev = sub.add_parser("evaluate", help="train a method on a protocol and score it on the fixed test episodes",
-                        description="Train METHOD on PROTOCOL's meta-training split, evaluate it on the "
-                        "protocol's fixed test episodes, print mean +/- 95% CI and write a result record to "
-                        "results/<setting>/<protocol>/<method>/<run>.json.")
+    ev = sub.add_parser(
+        "evaluate",
+        help="train a method on a protocol and score it on the fixed test episodes",
+        description="Train METHOD on PROTOCOL's meta-training split, evaluate it on the "
+        "protocol's fixed test episodes, print mean +/- 95% CI and write a result record to "
+        "results/<setting>/<protocol>/<method>/<run>.json.",
+    )
     ev.add_argument("--method", default="protonet", help="a registered method (default: protonet; see `bench list`)")
-    ev.add_argument("--protocol", nargs="+", default=["omniglot-5w1s"],
-                    help="a registered or added protocol, or a protocol file (default: omniglot-5w1s); several that share their training "
-                         "set-up (e.g. caltech101-5w1s and the caltech101-to-pacs-*-5w1s ones) train once per seed")
-    ev.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="training seeds; several give per-seed results and a CI over seed means (default: 0)")
+    ev.add_argument(
+        "--protocol",
+        nargs="+",
+        default=["omniglot-5w1s"],
+        help="a registered or added protocol, or a protocol file (default: omniglot-5w1s); several that share "
+        "their training set-up (e.g. caltech101-5w1s and the caltech101-to-pacs-*-5w1s ones) train once per seed",
+    )
+    ev.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="training seeds; several give per-seed results and a CI over seed means (default: 0)",
+    )
     ev.add_argument("--episodes", type=int, default=None, help="test episodes (default: the protocol's, 600)")
     ev.add_argument("--train-steps", type=int, default=None, help="training steps (default: the protocol's budget)")
-    ev.add_argument("--max-train-time", type=float, default=None, metavar="SECONDS",
-                    help="stop training after this many seconds even if --train-steps are not done "
-                         "(the record keeps the steps actually taken)")
+    ev.add_argument(
+        "--max-train-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop training after this many seconds even if --train-steps are not done "
+        "(the record keeps the steps actually taken)",
+    )
     ev.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
-    ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a hyper-parameter of the method (repeatable); `bench list --method M` shows them")
+    ev.add_argument(
+        "--hparam",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyper-parameter of the method (repeatable); `bench list --method M` shows them",
+    )
     ev.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
-    ev.add_argument("--select", choices=("auto", "final"), default="auto",
-                    help="which trained model is scored: auto = the best on the protocol's validation episodes "
-                         "where it defines a validation split, else the final one; final = always the final one")
+    ev.add_argument(
+        "--select",
+        choices=("auto", "final"),
+        default="auto",
+        help="which trained model is scored: auto = the best on the protocol's validation episodes "
+        "where it defines a validation split, else the final one; final = always the final one",
+    )
     ev.add_argument("--val-episodes", type=int, default=100, help="validation episodes per check (default 100)")
-    ev.add_argument("--val-checks", type=int, default=5,
-                    help="validation checks spread over the training budget, plus one at its end (default 5)")
-    ev.add_argument("--source", default=None,
-                    help=f"folder holding the dataset archives, used when a dataset is not prepared yet "
-                         f"(default: ${paths.SOURCE_ENV}_<NAME>, then ${paths.SOURCE_ENV})")
+    ev.add_argument(
+        "--val-checks",
+        type=int,
+        default=5,
+        help="validation checks spread over the training budget, plus one at its end (default 5)",
+    )
+    ev.add_argument(
+        "--source",
+        default=None,
+        help=f"folder holding the dataset archives, used when a dataset is not prepared yet "
+        f"(default: ${paths.SOURCE_ENV}_<NAME>, then ${paths.SOURCE_ENV})",
+    )
     ev.add_argument("--no-write", action="store_true", help="print the result only; write no record")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(ev)
 
     data = sub.add_parser("data", help="prepare datasets from their official archives")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    pr = dsub.add_parser("prepare", help="turn an official archive into a Hugging Face dataset on disk",
-                         description=textwrap.dedent(f"""\
+    pr = dsub.add_parser(
+        "prepare",
+        help="turn an official archive into a Hugging Face dataset on disk",
+        description=textwrap.dedent(f"""\
                             Turn a dataset's official archive into a Hugging Face `datasets` dataset (Arrow)
                             in the data folder, with a manifest of checksums. Idempotent and atomic.
                             The source is --source, else ${paths.SOURCE_ENV}_<NAME>, else ${paths.SOURCE_ENV}
-                            (a folder with one sub-folder per dataset), else the canonical download URL."""))
+                            (a folder with one sub-folder per dataset), else the canonical download URL."""),
+    )
     pr.add_argument("name", help="dataset name (see `bench list`); with --from-folder, the name to give yours")
     pr.add_argument("--source", default=None, help="folder (or base URL) holding the archive(s)")
-    pr.add_argument("--from-folder", default=None, metavar="PATH",
-                    help="your own images instead: PATH/<class>/<image> or PATH/<domain>/<class>/<image>")
-    pr.add_argument("--layout", choices=("class", "domain/class"), default=None,
-                    help="the --from-folder layout (default: detected from the tree)")
+    pr.add_argument(
+        "--from-folder",
+        default=None,
+        metavar="PATH",
+        help="your own images instead: PATH/<class>/<image> or PATH/<domain>/<class>/<image>",
+    )
+    pr.add_argument(
+        "--layout",
+        choices=("class", "domain/class"),
+        default=None,
+        help="the --from-folder layout (default: detected from the tree)",
+    )
     pr.add_argument("--force", action="store_true", help="rebuild even if already prepared from the same source")
     _add_data_dir(pr)
 
-    pt = sub.add_parser("protocol", help="add your own protocol from a TOML or YAML file",
-                        description="Check a protocol file and copy it to <data dir>/protocols/, so commands "
-                        "take it by name (--protocol NAME); any command also takes the file's path directly. "
-                        "See README.md, 'Your own data'.")
+    pt = sub.add_parser(
+        "protocol",
+        help="add your own protocol from a TOML or YAML file",
+        description="Check a protocol file and copy it to <data dir>/protocols/, so commands "
+        "take it by name (--protocol NAME); any command also takes the file's path directly. "
+        "See README.md, 'Your own data'.",
+    )
     ptsub = pt.add_subparsers(dest="protocol_command", metavar="ACTION")
     pta = ptsub.add_parser("add", help="check a protocol file and add it by name")
     pta.add_argument("file", metavar="FILE", help="a .toml, .yaml or .yml protocol file")
@@ -87,8 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list methods, protocols and datasets")
     ls.add_argument("--method", default=None, help="show one method's hyper-parameters and defaults")
-    ls.add_argument("--results", default=None, help="with --method: the results folder its records are compared "
-                    "with the paper's numbers from (default: $BENCH_RESULTS_DIR or ./results)")
+    ls.add_argument(
+        "--results",
+        default=None,
+        help="with --method: the results folder its records are compared "
+        "with the paper's numbers from (default: $BENCH_RESULTS_DIR or ./results)",
+    )
     _add_data_dir(ls)
 
     perf = sub.add_parser("perf", help="speed: batched MAML vs a per-task loop; ProtoNet evaluation episodes/s")
@@ -101,33 +158,53 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--out", default=None, help="also write the numbers as JSON here")
     _add_data_dir(perf)
 
-    sm = sub.add_parser("submit", help="run your own method (one Python file) on protocols for the leaderboard",
-                        description=textwrap.dedent("""\
+    sm = sub.add_parser(
+        "submit",
+        help="run your own method (one Python file) on protocols for the leaderboard",
+        description=textwrap.dedent("""\
                             Load PATH.py, a benchmark.algorithms.MetaLearner subclass in one file (name the
                             class with :ClassName if the file defines several), check it meets the method
                             contract with a dry predict, then train and evaluate it on each protocol like
                             `bench evaluate`. Records are of kind 'submission' and name the file and its
                             sha256. See examples/simpleshot.py and examples/README.md."""),
-                        epilog="examples:\n  bench submit examples/simpleshot.py --protocols omniglot-5w1s "
-                        "--train-steps 300\n  bench submit mymethod.py:MyMethod --protocols few-shot --seeds 0 1 2",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="examples:\n  bench submit examples/simpleshot.py --protocols omniglot-5w1s "
+        "--train-steps 300\n  bench submit mymethod.py:MyMethod --protocols few-shot --seeds 0 1 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sm.add_argument("spec", metavar="PATH.py[:ClassName]", help="the submission file (and class)")
-    sm.add_argument("--protocols", nargs="+", default=["omniglot-5w1s"], metavar="NAME",
-                    help="protocol names, or groups: few-shot, cross-domain, all (default: omniglot-5w1s)")
+    sm.add_argument(
+        "--protocols",
+        nargs="+",
+        default=["omniglot-5w1s"],
+        metavar="NAME",
+        help="protocol names, or groups: few-shot, cross-domain, all (default: omniglot-5w1s)",
+    )
     sm.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the protocol's)")
     sm.add_argument("--episodes", type=int, default=None, help="test episodes (default: the protocol's, 600)")
     sm.add_argument("--train-steps", type=int, default=None, help="training steps (default: the protocol's budget)")
-    sm.add_argument("--max-train-time", type=float, default=None, metavar="SECONDS",
-                    help="stop training after this many seconds even if --train-steps are not done")
+    sm.add_argument(
+        "--max-train-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop training after this many seconds even if --train-steps are not done",
+    )
     sm.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
-    sm.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a hyper-parameter declared in the method's HPARAMS (repeatable)")
+    sm.add_argument(
+        "--hparam",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyper-parameter declared in the method's HPARAMS (repeatable)",
+    )
     sm.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
     sm.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(sm)
 
-    vf = sub.add_parser("verify", help="re-run a sample of a record's test episodes from its checkpoints",
-                        description=textwrap.dedent("""\
+    vf = sub.add_parser(
+        "verify",
+        help="re-run a sample of a record's test episodes from its checkpoints",
+        description=textwrap.dedent("""\
                             Check a result record: its checkpoints' sha256, the submission file's sha256 (for
                             submissions) and the protocol's fixed test episodes (fingerprint); then reload each
                             seed's weights, re-run a seeded random sample of test episodes and compare the
@@ -135,20 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
                             half a query on average).
                             Exit status: 0 verified, 1 not reproduced or tampered with, 2 cannot verify
                             (missing record or checkpoint, unknown protocol or version, data not prepared)."""),
-                        epilog="example:\n  bench verify results/few-shot/omniglot-5w1s/simpleshot/RUN.json --sample 50",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="example:\n  bench verify results/few-shot/omniglot-5w1s/simpleshot/RUN.json --sample 50",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     vf.add_argument("record", metavar="RECORD.json", help="a record under <results>/<setting>/<protocol>/<method>/")
     vf.add_argument("--sample", type=int, default=20, help="test episodes to re-run per seed (0: all; default 20)")
     vf.add_argument("--seed", type=int, default=0, help="seed choosing the sampled episodes (default 0)")
     vf.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
-    vf.add_argument("--source", default=None, metavar="PATH.py",
-                    help="the submission file, if it is no longer where the record says")
+    vf.add_argument(
+        "--source",
+        default=None,
+        metavar="PATH.py",
+        help="the submission file, if it is no longer where the record says",
+    )
     _add_data_dir(vf)
 
-    cp = sub.add_parser("compare", help="paired comparison of two records on the same test episodes",
-                        description="Is A better than B, by how much, and with what confidence? Compares two "
-                        "records of the same protocol episode by episode: the mean difference with its 95% CI, "
-                        "a paired t-test and the Wilcoxon signed-rank test the leaderboard ranks with.")
+    cp = sub.add_parser(
+        "compare",
+        help="paired comparison of two records on the same test episodes",
+        description="Is A better than B, by how much, and with what confidence? Compares two "
+        "records of the same protocol episode by episode: the mean difference with its 95% CI, "
+        "a paired t-test and the Wilcoxon signed-rank test the leaderboard ranks with.",
+    )
     cp.add_argument("a", help="record A (a results/.../<run>.json file)")
     cp.add_argument("b", help="record B")
 
@@ -167,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported only now, so `bench --help` and argument errors answer without loading torch
     from ..core.errors import BenchError
     from .commands import COMMANDS
+
     try:
         return COMMANDS[args.command](args, ap)
     except (BenchError, FileExistsError) as e:

@@ -6,6 +6,7 @@
    protocol's fixed test episodes.
 Each figure is the median over `--repeats` timed calls after warm-up, with the device synchronised.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,13 +70,22 @@ def maml_speed(device, data_dir, tasks=32, inner_steps=5, repeats=5, loop_repeat
     lp = model.loop_meta_loss(batch).item()
     t_vmap = _time(step_vmap, repeats, device)
     t_loop = _time(step_loop, loop_repeats or max(1, repeats // 2), device, warmup=1)
-    out = {"tasks_per_batch": tasks, "inner_steps": inner_steps, "second_order": True,
-           "episode": str(prep.protocol.episode), "loss_vmap": vm, "loss_loop": lp,
-           "vmap_tasks_per_s": tasks / t_vmap, "loop_tasks_per_s": tasks / t_loop,
-           "speedup": t_loop / t_vmap}
-    log(f"MAML meta-train (Omniglot 5-way 1-shot, Conv-4/64, {inner_steps} inner steps, second order, "
+    out = {
+        "tasks_per_batch": tasks,
+        "inner_steps": inner_steps,
+        "second_order": True,
+        "episode": str(prep.protocol.episode),
+        "loss_vmap": vm,
+        "loss_loop": lp,
+        "vmap_tasks_per_s": tasks / t_vmap,
+        "loop_tasks_per_s": tasks / t_loop,
+        "speedup": t_loop / t_vmap,
+    }
+    log(
+        f"MAML meta-train (Omniglot 5-way 1-shot, Conv-4/64, {inner_steps} inner steps, second order, "
         f"{tasks} tasks/batch): vmap {out['vmap_tasks_per_s']:.1f} tasks/s, per-task loop "
-        f"{out['loop_tasks_per_s']:.1f} tasks/s, ratio {out['speedup']:.1f}x (losses {vm:.5f} vs {lp:.5f})")
+        f"{out['loop_tasks_per_s']:.1f} tasks/s, ratio {out['speedup']:.1f}x (losses {vm:.5f} vs {lp:.5f})"
+    )
     return out
 
 
@@ -102,20 +112,29 @@ def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, l
 
     t_s = _time(eval_sampled, repeats, device, warmup=1)
     t_f = _time(eval_fixed, repeats, device, warmup=1)
-    out = {"episode": str(prep.protocol.episode), "eval_batch": eval_batch,
-           "sampled_episodes_per_s": n_batches * eval_batch / t_s,
-           "fixed_episodes_per_s": fixed_n / t_f, "fixed_episodes": fixed_n}
-    log(f"ProtoNet evaluation (Omniglot 5-way 1-shot, 15 queries, Conv-4/64, {eval_batch} episodes/pass): "
+    out = {
+        "episode": str(prep.protocol.episode),
+        "eval_batch": eval_batch,
+        "sampled_episodes_per_s": n_batches * eval_batch / t_s,
+        "fixed_episodes_per_s": fixed_n / t_f,
+        "fixed_episodes": fixed_n,
+    }
+    log(
+        f"ProtoNet evaluation (Omniglot 5-way 1-shot, 15 queries, Conv-4/64, {eval_batch} episodes/pass): "
         f"{out['sampled_episodes_per_s']:.0f} episodes/s with on-device sampling, "
-        f"{out['fixed_episodes_per_s']:.0f} episodes/s on the {fixed_n} fixed test episodes")
+        f"{out['fixed_episodes_per_s']:.0f} episodes/s on the {fixed_n} fixed test episodes"
+    )
     return out
 
 
 def main(args) -> int:
     dev = resolve_device(args.device)
-    result = {"device": device_info(dev), "environment": environment(),
-              "maml": maml_speed(dev, args.data_dir, args.tasks, args.inner_steps, args.repeats),
-              "protonet": protonet_speed(dev, args.data_dir, args.eval_episodes, args.eval_batch, args.repeats)}
+    result = {
+        "device": device_info(dev),
+        "environment": environment(),
+        "maml": maml_speed(dev, args.data_dir, args.tasks, args.inner_steps, args.repeats),
+        "protonet": protonet_speed(dev, args.data_dir, args.eval_episodes, args.eval_batch, args.repeats),
+    }
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")

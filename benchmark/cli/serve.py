@@ -4,9 +4,11 @@ The page runs in a child process (`python -m streamlit run ...`) because Streaml
 process (signals, event loop, its own argv); `launch` blocks until that process ends and returns
 its exit code, which is what `bench leaderboard` hands back to the shell.
 """
+
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,12 +29,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def build_command(results_dir: str | Path, port: int, headless: bool = True,
-                  address: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()),
-           "--server.port", str(port),
-           "--server.headless", "true" if headless else "false",
-           "--browser.gatherUsageStats", "false"]
+def build_command(results_dir: str | Path, port: int, headless: bool = True, address: str | None = None) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path()),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true" if headless else "false",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     if address:
         cmd += ["--server.address", address]
     # The page reads records only; an absolute path keeps that true whatever its working folder.
@@ -50,15 +60,51 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the launcher dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the signal handlers below still cover SIGTERM and SIGHUP
+        pass
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def launch(results_dir: str | Path, port: int | None = None, headless: bool = True) -> int:
+    """Run the page until it ends; SIGTERM or SIGHUP to this process stops it too, as Ctrl-C does."""
     port = port or free_port()
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         print(f"note: {results_dir} does not exist yet; the leaderboard will be empty", file=sys.stderr)
     print(f"leaderboard for {results_dir.resolve()} at http://localhost:{port}", file=sys.stderr)
-    proc = subprocess.Popen(build_command(results_dir, port, headless), env=child_env())
+    proc = subprocess.Popen(
+        build_command(results_dir, port, headless),
+        env=child_env(),
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+
+    def on_signal(signum, _frame):
+        _stop(proc)
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return proc.wait()
+        while True:
+            # a blocking wait() would not wake for a signal that the kernel hands to another thread
+            # (torch starts several); polling returns to the interpreter, which runs the handler
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
     except KeyboardInterrupt:
         # Ctrl-C reached Streamlit as well (same process group); give it time to shut down cleanly.
         try:
@@ -66,3 +112,6 @@ def launch(results_dir: str | Path, port: int | None = None, headless: bool = Tr
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,4 +1,5 @@
 """The errors a user can act on. The CLI turns each into one line and exit status 2."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Checksums and atomic writes: readers see a whole file or none, never half of one."""
+
 from __future__ import annotations
 
 import hashlib

@@ -2,13 +2,14 @@
 
 Each is an option on the command line first, then an environment variable, then a default.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
-SOURCE_ENV = "BENCH_SOURCE"          # a folder holding one sub-folder per dataset, as ../shared/data does
+SOURCE_ENV = "BENCH_SOURCE"  # a folder holding one sub-folder per dataset, as ../shared/data does
 RESULTS_ENV = "BENCH_RESULTS_DIR"
 
 

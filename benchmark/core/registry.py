@@ -1,14 +1,14 @@
 """One small generic registry for every kind of named thing (algorithms, datasets, protocols)."""
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
-
-
-T = TypeVar("T")
-
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import BenchError
+
+T = TypeVar("T")
 
 
 class UnknownName(BenchError, KeyError):
@@ -47,8 +47,7 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return (f"unknown {self.kind} {name!r}.{hint} "
-                f"Known: {', '.join(sorted(self._items))} (see `bench list`).")
+        return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._items))} (see `bench list`)."
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

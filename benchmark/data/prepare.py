@@ -5,6 +5,7 @@ sha256 of every source file and of every Arrow file written. The manifest is wri
 folder is renamed into place only when complete, so an interrupted prepare leaves a hidden
 `.<name>.tmp-*` folder that nothing trusts (and the next prepare removes), never a half dataset.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +18,10 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from ..core import paths
 from ..core.errors import DataError
@@ -34,8 +36,8 @@ MANIFEST = "metabench.json"
 class DatasetSpec:
     name: str
     description: str
-    files: tuple[str, ...]                 # what the source must hold (archives, folders, split files)
-    build: Callable[[dict[str, Path]], "object"]  # resolved files -> datasets.Dataset
+    files: tuple[str, ...]  # what the source must hold (archives, folders, split files)
+    build: Callable[[dict[str, Path]], Any]  # resolved files -> datasets.Dataset
     urls: dict[str, str] = field(default_factory=dict)  # canonical downloads, by file name
     columns: tuple[str, ...] = ("image", "label")
     # other files the build reads that resolve_source does not hand it (split files found beside the
@@ -69,8 +71,10 @@ def _verify_against_sums(path: Path, digest: str) -> None:
     except ValueError:
         return
     if rel in sums and sums[rel] != digest:
-        raise DataError(f"{path} is corrupt: its sha256 is {digest[:16]}..., but SHA256SUMS says "
-                        f"{sums[rel][:16]}.... Download it again (or restore it from the original).")
+        raise DataError(
+            f"{path} is corrupt: its sha256 is {digest[:16]}..., but SHA256SUMS says "
+            f"{sums[rel][:16]}.... Download it again (or restore it from the original)."
+        )
 
 
 def _download(url: str, dest: Path) -> Path:
@@ -81,8 +85,10 @@ def _download(url: str, dest: Path) -> Path:
             shutil.copyfileobj(r, f)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"could not download {url} ({e}). Without internet, point at a local copy "
-                        f"with --source PATH or the {paths.SOURCE_ENV} environment variable.") from None
+        raise DataError(
+            f"could not download {url} ({e}). Without internet, point at a local copy "
+            f"with --source PATH or the {paths.SOURCE_ENV} environment variable."
+        ) from None
     os.replace(tmp, dest)
     return dest
 
@@ -98,8 +104,9 @@ def resolve_source(spec: DatasetSpec, source: str | os.PathLike | None, data_dir
     if origin:
         root = Path(origin).expanduser()
         if not root.exists():
-            raise DataError(f"the source folder {root} does not exist (given by "
-                            f"{'--source' if source else 'the environment'}).")
+            raise DataError(
+                f"the source folder {root} does not exist (given by {'--source' if source else 'the environment'})."
+            )
         found, missing = {}, []
         for f in spec.files:
             for cand in (root / f, root / spec.name / f, root / spec.name.replace("-", "") / f):
@@ -109,12 +116,16 @@ def resolve_source(spec: DatasetSpec, source: str | os.PathLike | None, data_dir
             else:
                 missing.append(f)
         if missing:
-            raise DataError(f"{spec.name}: {', '.join(missing)} not found in {root} or {root / spec.name}. "
-                            f"It needs: {', '.join(spec.files)}.")
+            raise DataError(
+                f"{spec.name}: {', '.join(missing)} not found in {root} or {root / spec.name}. "
+                f"It needs: {', '.join(spec.files)}."
+            )
         return found
     if not spec.urls:
-        raise DataError(f"{spec.name} has no public download; give the folder holding "
-                        f"{', '.join(spec.files)} with --source PATH or {paths.source_env_var(spec.name)}.")
+        raise DataError(
+            f"{spec.name} has no public download; give the folder holding "
+            f"{', '.join(spec.files)} with --source PATH or {paths.source_env_var(spec.name)}."
+        )
     return {f: _download(spec.urls[f], data_dir / "downloads" / spec.name / f) for f in spec.files}
 
 
@@ -124,8 +135,9 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         z = zipfile.ZipFile(path)
         bad = z.testzip()
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
-        raise DataError(f"{path} is not a readable zip archive ({e}). It is corrupt or truncated: "
-                        f"download it again.") from None
+        raise DataError(
+            f"{path} is not a readable zip archive ({e}). It is corrupt or truncated: download it again."
+        ) from None
     if bad is not None:
         raise DataError(f"{path} is corrupt: member {bad} fails its CRC check. Download it again.")
     return z
@@ -146,6 +158,7 @@ class PreparedData:
         if self.loaded is not None:
             return self.loaded
         import datasets  # heavy; only needed when images must be decoded
+
         return datasets.load_from_disk(str(self.path / "data"))
 
 
@@ -163,8 +176,13 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-            force: bool = False, log: Callable[[str], None] = print) -> PreparedData:
+def prepare(
+    name: str,
+    source: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> PreparedData:
     spec = DATASETS.get(name)
     root = paths.data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -184,17 +202,28 @@ def prepare(name: str, source: str | os.PathLike | None = None, data_dir: str | 
     return install(name, root, source_sums, lambda: spec.build(files), spec.columns, force=force, log=log)
 
 
-def install(name: str, root: Path, source_sums: dict, build: Callable[[], object],
-            columns: tuple[str, ...] = ("image", "label"), force: bool = False,
-            log: Callable[[str], None] = print, extra: dict | None = None) -> PreparedData:
+def install(
+    name: str,
+    root: Path,
+    source_sums: dict,
+    build: Callable[[], Any],
+    columns: tuple[str, ...] = ("image", "label"),
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    extra: dict | None = None,
+) -> PreparedData:
     """Build `<root>/<name>` atomically unless it was already prepared from the same sources (and the
     same `extra` manifest entries, which are written into the manifest too)."""
     final = root / name
     extra = extra or {}
     existing = read_manifest(final)
-    if existing and not force and existing.get("source_sha256") == source_sums \
-            and existing.get("prepare_version") == PREPARE_VERSION \
-            and all(existing.get(k) == v for k, v in extra.items()):
+    if (
+        existing
+        and not force
+        and existing.get("source_sha256") == source_sums
+        and existing.get("prepare_version") == PREPARE_VERSION
+        and all(existing.get(k) == v for k, v in extra.items())
+    ):
         log(f"{name} is already prepared at {final} (fingerprint {existing['fingerprint'][:12]}); nothing to do.")
         return PreparedData(name, final, existing)
 
@@ -210,15 +239,20 @@ def install(name: str, root: Path, source_sums: dict, build: Callable[[], object
         if len(ds) == 0:
             raise DataError(f"{name}: the source holds no images")
         ds.save_to_disk(str(tmp / "data"))
-        arrow_sums = {p.relative_to(tmp).as_posix(): sha256_file(p)
-                      for p in sorted(tmp.rglob("*")) if p.is_file()}
+        arrow_sums = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         fingerprint = hashlib.sha256(json.dumps(arrow_sums, sort_keys=True).encode()).hexdigest()
         labels = ds.unique("label")
         manifest = {
-            "name": name, "prepare_version": PREPARE_VERSION, "fingerprint": fingerprint,
-            "rows": len(ds), "classes": len(labels), "columns": ds.column_names,
-            "source_sha256": source_sums, "files_sha256": arrow_sums,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
+            "name": name,
+            "prepare_version": PREPARE_VERSION,
+            "fingerprint": fingerprint,
+            "rows": len(ds),
+            "classes": len(labels),
+            "columns": ds.column_names,
+            "source_sha256": source_sums,
+            "files_sha256": arrow_sums,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **extra,
         }
         _manifest_path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
         if final.exists():
@@ -244,9 +278,11 @@ def load_prepared(name_or_path: str, data_dir: str | os.PathLike | None = None) 
         folder = root / name_or_path
         manifest = read_manifest(folder)
         if manifest is None:
-            raise DataError(f"dataset {name_or_path!r} is not prepared in {root}. Run: "
-                            f"bench data prepare {name_or_path} --source PATH "
-                            f"(or set {paths.SOURCE_ENV} to the folder holding the archives).")
+            raise DataError(
+                f"dataset {name_or_path!r} is not prepared in {root}. Run: "
+                f"bench data prepare {name_or_path} --source PATH "
+                f"(or set {paths.SOURCE_ENV} to the folder holding the archives)."
+            )
         return PreparedData(name_or_path, folder, manifest)
     user = read_manifest(root / name_or_path) if "/" not in name_or_path and not name_or_path.startswith(".") else None
     if user and user.get("user"):  # prepared with `bench data prepare --from-folder` (data/folder.py)
@@ -264,18 +300,26 @@ def load_prepared(name_or_path: str, data_dir: str | os.PathLike | None = None) 
 def _adopt_foreign(name: str, where, local: bool) -> PreparedData:
     """A dataset someone else prepared (saved folder or hub id); its own fingerprint stands in for ours."""
     import datasets
+
     try:
         ds = datasets.load_from_disk(str(where)) if local else datasets.load_dataset(where, split="train")
     except Exception as e:  # datasets raises many types; the user needs the cause and the fix
-        raise DataError(f"could not load {where!r} as a dataset ({type(e).__name__}: {e}). Give a prepared "
-                        f"dataset name, a `save_to_disk` folder or a hub id with image and label columns.") from None
+        raise DataError(
+            f"could not load {where!r} as a dataset ({type(e).__name__}: {e}). Give a prepared "
+            f"dataset name, a `save_to_disk` folder or a hub id with image and label columns."
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         ds = datasets.concatenate_datasets(list(ds.values()))
     for col in ("image", "label"):
         if col not in ds.column_names:
             raise DataError(f"{where!r} has no {col!r} column (it has {ds.column_names}).")
-    manifest = {"name": name, "fingerprint": ds._fingerprint, "rows": len(ds), "columns": ds.column_names,
-                "foreign": str(where)}
+    manifest = {
+        "name": name,
+        "fingerprint": ds._fingerprint,
+        "rows": len(ds),
+        "columns": ds.column_names,
+        "foreign": str(where),
+    }
     return PreparedData(name, Path(str(where)), manifest, loaded=ds)
 
 
@@ -283,8 +327,7 @@ def read_manifest_if_prepared(name: str, data_dir: str | os.PathLike | None = No
     return read_manifest(paths.data_dir(data_dir) / name)
 
 
-def ensure_prepared(names, data_dir: str | os.PathLike | None = None,
-                    log: Callable[[str], None] = print) -> None:
+def ensure_prepared(names, data_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> None:
     """Prepare missing datasets when a source is configured, else say which command to run; for each
     dataset say in one line which prepared copy a run will use."""
     for name in names:
@@ -298,5 +341,4 @@ def ensure_prepared(names, data_dir: str | os.PathLike | None = None,
                 raise
         m = found.manifest
         when = f", prepared {m['created']}" if m.get("created") else ""
-        log(f"data: {name} from {found.path} ({m.get('rows', '?')} images{when}, "
-            f"fingerprint {found.fingerprint[:12]})")
+        log(f"data: {name} from {found.path} ({m.get('rows', '?')} images{when}, fingerprint {found.fingerprint[:12]})")

@@ -1,7 +1,8 @@
 """Tensor views -> episodes: seeded training episodes, fixed test episodes, plain class batches."""
+
 from .batches import ImageBatchSampler
 from .checks import check_fillable
 from .fixed import FixedEpisodes, fixed_episodes
-from .sampler import EpisodeSampler, Episodes
+from .sampler import Episodes, EpisodeSampler
 
 __all__ = ["ImageBatchSampler", "check_fillable", "FixedEpisodes", "fixed_episodes", "EpisodeSampler", "Episodes"]

@@ -1,4 +1,5 @@
 """Plain classification batches over a split's classes, for methods that pre-train (Baseline++, SimpleShot)."""
+
 from __future__ import annotations
 
 import torch

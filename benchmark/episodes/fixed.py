@@ -4,6 +4,7 @@ Their class and image indices come from a counter-based hash (splitmix64) in num
 same integers on every machine, library version and device, so every method is scored on exactly
 the same episodes. The fingerprint covers the key, the split's classes and every index.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +34,9 @@ def _stream(tag: int) -> np.uint64:
 
 @dataclass
 class FixedEpisodes:
-    classes: torch.Tensor    # int64 [E, N]
-    slots: torch.Tensor      # int64 [E, N, K+Q]
-    qperm: torch.Tensor      # int64 [E, N*Q]
+    classes: torch.Tensor  # int64 [E, N]
+    slots: torch.Tensor  # int64 [E, N, K+Q]
+    qperm: torch.Tensor  # int64 [E, N*Q]
     fingerprint: str
 
     def __len__(self) -> int:
@@ -47,13 +48,13 @@ def fixed_episodes(view: EpisodeView, spec: EpisodeSpec, key: str, count: int, s
     check_fillable(view, spec)
     base = np.frombuffer(hashlib.blake2b(key.encode(), digest_size=8).digest(), dtype="<u8")[0]
     with np.errstate(over="ignore"):
-        ep = _mix(np.uint64(base) ^ _mix(np.arange(start, start + count, dtype=np.uint64)))     # [E]
+        ep = _mix(np.uint64(base) ^ _mix(np.arange(start, start + count, dtype=np.uint64)))  # [E]
         c_ids = np.arange(view.n_classes, dtype=np.uint64)
-        ckeys = _mix(ep[:, None] ^ _mix(c_ids ^ _stream(1))[None, :])                            # [E, C]
-        classes = np.argsort(ckeys, axis=1, kind="stable")[:, : spec.ways]                     # [E, N]
+        ckeys = _mix(ep[:, None] ^ _mix(c_ids ^ _stream(1))[None, :])  # [E, C]
+        classes = np.argsort(ckeys, axis=1, kind="stable")[:, : spec.ways]  # [E, N]
         counts = view.counts.cpu().numpy()
         m = int(counts.max())
-        ekc = _mix(ep[:, None] ^ _mix(classes.astype(np.uint64) ^ _stream(2)))                  # [E, N]
+        ekc = _mix(ep[:, None] ^ _mix(classes.astype(np.uint64) ^ _stream(2)))  # [E, N]
         ikeys = _mix(ekc[..., None] ^ _mix(np.arange(m, dtype=np.uint64) ^ _stream(3))[None, None, :])
         ikeys[np.arange(m)[None, None, :] >= counts[classes][..., None]] = np.iinfo(np.uint64).max
         slots = np.argsort(ikeys, axis=-1, kind="stable")[..., : spec.shots + spec.queries]
@@ -65,5 +66,9 @@ def fixed_episodes(view: EpisodeView, spec: EpisodeSpec, key: str, count: int, s
     h.update(counts.astype("<i8").tobytes())
     for a in (classes, slots, qperm):
         h.update(a.astype("<i8").tobytes())
-    return FixedEpisodes(torch.from_numpy(classes.astype(np.int64)), torch.from_numpy(slots.astype(np.int64)),
-                         torch.from_numpy(qperm.astype(np.int64)), h.hexdigest())
+    return FixedEpisodes(
+        torch.from_numpy(classes.astype(np.int64)),
+        torch.from_numpy(slots.astype(np.int64)),
+        torch.from_numpy(qperm.astype(np.int64)),
+        h.hexdigest(),
+    )

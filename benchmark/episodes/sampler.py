@@ -4,11 +4,11 @@ Training episodes come from a torch generator on the training device (fast, seed
 episodes are gathered from a `FixedEpisodes` index (fixed.py). Query order is shuffled within each
 episode so a method cannot read labels off positions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..protocols import EpisodeSpec
@@ -20,10 +20,11 @@ from .fixed import FixedEpisodes
 @dataclass
 class Episodes:
     """A batch of B episodes. Support is class-major: label j's K shots are positions j*K .. j*K+K-1."""
-    support_x: torch.Tensor   # float [B, N*K, C, H, W]
-    support_y: torch.Tensor   # int64 [B, N*K], values 0..N-1
-    query_x: torch.Tensor     # float [B, N*Q, C, H, W]
-    query_y: torch.Tensor     # int64 [B, N*Q]
+
+    support_x: torch.Tensor  # float [B, N*K, C, H, W]
+    support_y: torch.Tensor  # int64 [B, N*K], values 0..N-1
+    query_x: torch.Tensor  # float [B, N*Q, C, H, W]
+    query_y: torch.Tensor  # int64 [B, N*Q]
     ways: int
     shots: int
 
@@ -31,17 +32,24 @@ class Episodes:
     def batch_size(self) -> int:
         return self.support_x.shape[0]
 
-    def to(self, device) -> "Episodes":
-        return Episodes(self.support_x.to(device), self.support_y.to(device), self.query_x.to(device),
-                        self.query_y.to(device), self.ways, self.shots)
+    def to(self, device) -> Episodes:
+        return Episodes(
+            self.support_x.to(device),
+            self.support_y.to(device),
+            self.query_x.to(device),
+            self.query_y.to(device),
+            self.ways,
+            self.shots,
+        )
 
 
-def _gather(view: EpisodeView, spec: EpisodeSpec, classes: torch.Tensor, slots: torch.Tensor,
-            qperm: torch.Tensor) -> Episodes:
+def _gather(
+    view: EpisodeView, spec: EpisodeSpec, classes: torch.Tensor, slots: torch.Tensor, qperm: torch.Tensor
+) -> Episodes:
     """classes [B, N] view class ids; slots [B, N, K+Q] within-class positions; qperm [B, N*Q]."""
     b, n = classes.shape
     k, q = spec.shots, spec.queries
-    rows = view.offsets[classes].unsqueeze(-1) + slots                  # [B, N, K+Q]
+    rows = view.offsets[classes].unsqueeze(-1) + slots  # [B, N, K+Q]
     labels = torch.arange(n, device=rows.device).view(1, n, 1).expand(b, n, k + q)
     s_rows, q_rows = rows[..., :k].reshape(b, n * k), rows[..., k:].reshape(b, n * q)
     s_lab, q_lab = labels[..., :k].reshape(b, n * k), labels[..., k:].reshape(b, n * q)
@@ -60,7 +68,7 @@ class EpisodeSampler:
     def sample(self, batch: int, generator: torch.Generator) -> Episodes:
         v, s = self.view, self.spec
         dev = v.device
-        classes = torch.rand(batch, v.n_classes, device=dev, generator=generator).argsort(dim=1)[:, :s.ways]
+        classes = torch.rand(batch, v.n_classes, device=dev, generator=generator).argsort(dim=1)[:, : s.ways]
         keys = torch.rand(batch, s.ways, self.max_count, device=dev, generator=generator)
         slot = torch.arange(self.max_count, device=dev)
         keys = keys.masked_fill(slot >= v.counts[classes].unsqueeze(-1), 2.0)  # never pick past a class's end
@@ -70,5 +78,10 @@ class EpisodeSampler:
 
     def episodes(self, index: FixedEpisodes, start: int, stop: int) -> Episodes:
         dev = self.view.device
-        return _gather(self.view, self.spec, index.classes[start:stop].to(dev), index.slots[start:stop].to(dev),
-                       index.qperm[start:stop].to(dev))
+        return _gather(
+            self.view,
+            self.spec,
+            index.classes[start:stop].to(dev),
+            index.slots[start:stop].to(dev),
+            index.qperm[start:stop].to(dev),
+        )

@@ -1,9 +1,24 @@
 """The method contract (`MetaLearner`), the registry of methods, backbones and paper recipes."""
+
 from ..core.errors import HParamError
 from .backbones import BACKBONES, BatchStatNorm2d, make_backbone
 from .contract import ALGORITHMS, COMMON_HPARAMS, MetaLearner, TaskInfo, prototypes, register
 from .recipes import PaperResult, Recipe, ResolvedRecipe, paper_result, resolve_recipe
 
-__all__ = ["HParamError", "BACKBONES", "BatchStatNorm2d", "make_backbone", "ALGORITHMS", "COMMON_HPARAMS",
-           "MetaLearner", "TaskInfo", "prototypes", "register", "PaperResult", "Recipe", "ResolvedRecipe",
-           "paper_result", "resolve_recipe"]
+__all__ = [
+    "HParamError",
+    "BACKBONES",
+    "BatchStatNorm2d",
+    "make_backbone",
+    "ALGORITHMS",
+    "COMMON_HPARAMS",
+    "MetaLearner",
+    "TaskInfo",
+    "prototypes",
+    "register",
+    "PaperResult",
+    "Recipe",
+    "ResolvedRecipe",
+    "paper_result",
+    "resolve_recipe",
+]

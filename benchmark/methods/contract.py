@@ -11,6 +11,7 @@ A method is a `pytorch_lightning.LightningModule` subclass of `MetaLearner` that
   adapts with gradients at test time turns them back on inside (`with torch.enable_grad(): ...`).
 Nothing about files, seeds, devices or logging lives in a method: the harness owns those.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,19 +33,22 @@ ALGORITHMS: Registry[type[MetaLearner]] = Registry("method")
 # Hyper-parameters every method has; a method's own HPARAMS add to or override these.
 COMMON_HPARAMS: dict[str, Any] = {
     "backbone": "conv4",
-    "train_ways": 0,      # 0: the protocol's ways
-    "train_shots": 0,     # 0: the protocol's shots
-    "train_queries": 0,   # 0: the protocol's queries
-    "meta_batch": 1,      # episodes per training step (episodic methods)
-    "eval_batch": 50,     # test episodes per forward pass; memory, not results, depends on it
+    "train_ways": 0,  # 0: the protocol's ways
+    "train_shots": 0,  # 0: the protocol's shots
+    "train_queries": 0,  # 0: the protocol's queries
+    "meta_batch": 1,  # episodes per training step (episodic methods)
+    "eval_batch": 50,  # test episodes per forward pass; memory, not results, depends on it
 }
 
 
 # Inclusive (low, high) bounds, None for open; a method adds its own in HPARAM_BOUNDS. Every float must
 # be finite, and a learning rate (a name that is lr or ends in _lr) positive.
 HPARAM_BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "train_ways": (0, None), "train_shots": (0, None), "train_queries": (0, None),
-    "meta_batch": (1, None), "eval_batch": (1, None),
+    "train_ways": (0, None),
+    "train_shots": (0, None),
+    "train_queries": (0, None),
+    "meta_batch": (1, None),
+    "eval_batch": (1, None),
 }
 
 
@@ -67,6 +71,7 @@ def _out_of_bounds(key: str, value: Any, bounds: dict[str, tuple[float | None, f
 @dataclass(frozen=True)
 class TaskInfo:
     """What a method may know about the protocol when it is built."""
+
     ways: int
     shots: int
     queries: int
@@ -80,8 +85,8 @@ class MetaLearner(pl.LightningModule):
     paper: ClassVar[str] = ""
     training_data: ClassVar[str] = "episodes"
     HPARAMS: ClassVar[dict[str, Any]] = {}
-    RECIPES: ClassVar[tuple[Recipe, ...]] = ()              # the paper's set-up per protocol family
-    PAPER_RESULTS: ClassVar[dict[str, PaperResult]] = {}    # protocol name -> what the paper reported
+    RECIPES: ClassVar[tuple[Recipe, ...]] = ()  # the paper's set-up per protocol family
+    PAPER_RESULTS: ClassVar[dict[str, PaperResult]] = {}  # protocol name -> what the paper reported
     HPARAM_BOUNDS: ClassVar[dict[str, tuple[float | None, float | None]]] = {}  # (low, high), None = open
 
     def __init__(self, task: TaskInfo, **overrides: Any):
@@ -99,8 +104,10 @@ class MetaLearner(pl.LightningModule):
         defaults = cls.defaults()
         unknown = sorted(set(overrides) - set(defaults))
         if unknown:
-            raise HParamError(f"{cls.name or cls.__name__} has no hyper-parameter(s) {', '.join(unknown)}; "
-                              f"it has: {', '.join(sorted(defaults))}")
+            raise HParamError(
+                f"{cls.name or cls.__name__} has no hyper-parameter(s) {', '.join(unknown)}; "
+                f"it has: {', '.join(sorted(defaults))}"
+            )
         out = dict(defaults)
         for k, v in overrides.items():
             out[k] = _coerce(k, v, defaults[k])
@@ -125,8 +132,9 @@ class MetaLearner(pl.LightningModule):
     def train_spec(self, protocol: Protocol) -> EpisodeSpec:
         return self.training_episodes(self.hp, protocol)
 
-    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
-                ways: int) -> torch.Tensor:
+    def predict(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, ways: int
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def predict_episodes(self, ep: Episodes) -> torch.Tensor:
@@ -166,5 +174,5 @@ def register(cls: type) -> type:
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
     """Class means of support features: [B, S, D], [B, S] -> [B, N, D]. Shared by metric methods."""
-    onehot = torch.nn.functional.one_hot(labels, ways).to(features.dtype)     # [B, S, N]
+    onehot = torch.nn.functional.one_hot(labels, ways).to(features.dtype)  # [B, S, N]
     return onehot.transpose(1, 2) @ features / onehot.sum(1).unsqueeze(-1).clamp_min(1)

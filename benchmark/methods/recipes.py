@@ -6,38 +6,41 @@ The first recipe that matches a protocol is the default for it; `--hparam` overr
 record names the recipe. A method also lists `PAPER_RESULTS`: the accuracy its paper reported per
 protocol, so the page and `bench list --method` can show "paper vs here".
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..protocols import Protocol
 
 
 @dataclass(frozen=True)
 class Recipe:
-    family: str                                   # a protocol family, as Protocol.family names it
+    family: str  # a protocol family, as Protocol.family names it
     hparams: Mapping[str, Any] = field(default_factory=dict)
-    train_steps: int | None = None                # None: the protocol's budget
-    ways: int | None = None                       # only for protocols with this many ways (None: any)
-    shots: int | None = None                      # only for protocols with this many shots (None: any)
-    source: str = ""                              # where the paper states it, e.g. "Sec. 3.1"
-    note: str = ""                                # what differs from the paper here, and why
+    train_steps: int | None = None  # None: the protocol's budget
+    ways: int | None = None  # only for protocols with this many ways (None: any)
+    shots: int | None = None  # only for protocols with this many shots (None: any)
+    source: str = ""  # where the paper states it, e.g. "Sec. 3.1"
+    note: str = ""  # what differs from the paper here, and why
 
     def matches(self, protocol: Protocol) -> bool:
         e = protocol.episode
-        return (self.family == protocol.family and self.ways in (None, e.ways)
-                and self.shots in (None, e.shots))
+        return self.family == protocol.family and self.ways in (None, e.ways) and self.shots in (None, e.shots)
 
     @property
     def key(self) -> str:
-        bits = [self.family] + ([f"{self.ways}-way"] if self.ways else []) + ([f"{self.shots}-shot"] if self.shots else [])
+        bits = (
+            [self.family] + ([f"{self.ways}-way"] if self.ways else []) + ([f"{self.shots}-shot"] if self.shots else [])
+        )
         return "/".join(bits)
 
 
 @dataclass(frozen=True)
 class ResolvedRecipe:
-    name: str                                     # "<method>:<family>[/<ways>-way][/<shots>-shot]", in records
+    name: str  # "<method>:<family>[/<ways>-way][/<shots>-shot]", in records
     recipe: Recipe
 
     @property
@@ -51,10 +54,10 @@ class ResolvedRecipe:
 
 @dataclass(frozen=True)
 class PaperResult:
-    mean: float                                   # accuracy in percent, as the paper prints it
-    ci95: float | None = None                     # its 95% interval half-width in points, when given
-    source: str = ""                              # table or section, and the paper when it is not the method's own
-    note: str = ""                                # e.g. "a different backbone" or "reported by a later paper"
+    mean: float  # accuracy in percent, as the paper prints it
+    ci95: float | None = None  # its 95% interval half-width in points, when given
+    source: str = ""  # table or section, and the paper when it is not the method's own
+    note: str = ""  # e.g. "a different backbone" or "reported by a later paper"
 
 
 def resolve_recipe(cls: Any, protocol: Protocol) -> ResolvedRecipe | None:

@@ -7,12 +7,13 @@ within each protocol, ranks with ties (stats.ranking) over the units the protoco
 The Streamlit page (leaderboards/app.py) only lays out what the functions here compute, so that
 everything a reader of the leaderboard relies on can be unit-tested without a browser.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -27,10 +28,39 @@ from ..stats.ranking import RANK_ALPHA, NotPairable, Ranked, rank_vectors
 ENTRY_KEY = ["setting", "protocol", "version", "method", "backbone"]
 
 COLUMNS = [
-    "setting", "protocol", "version", "method", "kind", "backbone", "entry", "ways", "shots",
-    "queries", "image_size", "datasets", "family", "test_split", "mean", "ci95", "seed_ci95",
-    "n_units", "n_seeds", "train_time_s", "eval_time_s", "total_time_s", "device", "created",
-    "pairing", "recipe", "selection", "path", "run_id", "latest", "superseded_by", "rank", "p_vs_leader",
+    "setting",
+    "protocol",
+    "version",
+    "method",
+    "kind",
+    "backbone",
+    "entry",
+    "ways",
+    "shots",
+    "queries",
+    "image_size",
+    "datasets",
+    "family",
+    "test_split",
+    "mean",
+    "ci95",
+    "seed_ci95",
+    "n_units",
+    "n_seeds",
+    "train_time_s",
+    "eval_time_s",
+    "total_time_s",
+    "device",
+    "created",
+    "pairing",
+    "recipe",
+    "selection",
+    "path",
+    "run_id",
+    "latest",
+    "superseded_by",
+    "rank",
+    "p_vs_leader",
     "rank_note",
 ]
 
@@ -73,18 +103,35 @@ def _row(record: dict, path: str) -> dict:
     vec = setting.units(record)
     ways = p.get("ways")
     return {
-        "setting": r.setting, "protocol": r.protocol.name, "version": r.protocol.version, "method": r.method.name,
-        "kind": r.kind, "backbone": r.method.backbone or "—", "entry": r.method.entry,
-        "ways": ways, "shots": p.get("shots"), "queries": p.get("queries"), "image_size": p.get("image_size"),
+        "setting": r.setting,
+        "protocol": r.protocol.name,
+        "version": r.protocol.version,
+        "method": r.method.name,
+        "kind": r.kind,
+        "backbone": r.method.backbone or "—",
+        "entry": r.method.entry,
+        "ways": ways,
+        "shots": p.get("shots"),
+        "queries": p.get("queries"),
+        "image_size": p.get("image_size"),
         "datasets": ", ".join(r.protocol.datasets),
         "family": f"{' + '.join(r.protocol.datasets) or r.protocol.name}" + (f" · {ways}-way" if ways else ""),
-        "test_split": p.get("test_split", ""), "mean": r.summary.mean, "ci95": mean_ci(vec).ci95,
-        "seed_ci95": mean_ci([run.mean for run in r.runs]).ci95, "n_units": len(vec), "n_seeds": r.summary.n_seeds,
-        "train_time_s": float(r.train_time_s), "eval_time_s": float(r.eval_time_s),
+        "test_split": p.get("test_split", ""),
+        "mean": r.summary.mean,
+        "ci95": mean_ci(vec).ci95,
+        "seed_ci95": mean_ci([run.mean for run in r.runs]).ci95,
+        "n_units": len(vec),
+        "n_seeds": r.summary.n_seeds,
+        "train_time_s": float(r.train_time_s),
+        "eval_time_s": float(r.eval_time_s),
         "total_time_s": float(r.train_time_s) + float(r.eval_time_s),
-        "device": r.device_label, "created": pd.to_datetime(r.created, utc=True),
-        "pairing": "|".join(str(k) for k in setting.pairing_key(record)), "recipe": r.method.recipe,
-        "selection": ", ".join(sorted({run.selection_rule for run in r.runs})), "path": path, "run_id": r.run_id,
+        "device": r.device_label,
+        "created": pd.to_datetime(r.created, utc=True),
+        "pairing": "|".join(str(k) for k in setting.pairing_key(record)),
+        "recipe": r.method.recipe,
+        "selection": ", ".join(sorted({run.selection_rule for run in r.runs})),
+        "path": path,
+        "run_id": r.run_id,
     }
 
 
@@ -150,6 +197,7 @@ def _mark_latest(table: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- comparing records
 
+
 def pairing_problem(a: dict, b: dict) -> str | None:
     """Why two records cannot be compared unit by unit; None when they can."""
     if a["setting"] != b["setting"]:
@@ -171,8 +219,12 @@ def rank_records(records: Sequence[dict], alpha: float = RANK_ALPHA) -> list[Ran
         problem = pairing_problem(records[0], r)
         if problem:
             raise NotPairable(f"{records[0]['run_id']} and {r['run_id']}: {problem}")
-    return rank_vectors([units(r) for r in records], [r["summary"]["mean"] for r in records],
-                        [r["method"]["name"] for r in records], alpha)
+    return rank_vectors(
+        [units(r) for r in records],
+        [r["summary"]["mean"] for r in records],
+        [r["method"]["name"] for r in records],
+        alpha,
+    )
 
 
 def rank(table: pd.DataFrame, records: dict[str, dict], alpha: float = RANK_ALPHA) -> pd.DataFrame:
@@ -198,11 +250,16 @@ def rank(table: pd.DataFrame, records: dict[str, dict], alpha: float = RANK_ALPH
         for i in current.index:
             if current.at[i, "pairing"] != reference:
                 table.at[i, "rank_note"] = (
-                    f"unranked: not paired-comparable with the ranked entries (protocol v{current.at[i, 'version']}, "
-                    f"{current.at[i, 'n_units']} units, pairing {current.at[i, 'pairing'][:40]}; ranked: {reference[:40]})")
-        ranked = rank_vectors([units(records[table.at[i, "path"]]) for i in members],
-                              [table.at[i, "mean"] for i in members],
-                              [table.at[i, "entry"] for i in members], alpha)
+                    f"unranked: not paired-comparable with the ranked entries (protocol "
+                    f"v{current.at[i, 'version']}, {current.at[i, 'n_units']} units, pairing "
+                    f"{current.at[i, 'pairing'][:40]}; ranked: {reference[:40]})"
+                )
+        ranked = rank_vectors(
+            [units(records[table.at[i, "path"]]) for i in members],
+            [table.at[i, "mean"] for i in members],
+            [table.at[i, "entry"] for i in members],
+            alpha,
+        )
         for i, r in zip(members, ranked):
             table.at[i, "rank"] = r.rank
             table.at[i, "p_vs_leader"] = r.p_vs_leader

@@ -1,10 +1,11 @@
 """What the page shows, computed without Streamlit: filters, display tables, downloads and plot data."""
+
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
-from typing import Sequence, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -17,8 +18,13 @@ from .board import units
 PaperLookup = Callable[[str, str], Any | None]
 
 
-def filter_table(table: pd.DataFrame, ways: Iterable[int] = (), shots: Iterable[int] = (),
-                 backbones: Iterable[str] = (), datasets: Iterable[str] = ()) -> pd.DataFrame:
+def filter_table(
+    table: pd.DataFrame,
+    ways: Iterable[int] = (),
+    shots: Iterable[int] = (),
+    backbones: Iterable[str] = (),
+    datasets: Iterable[str] = (),
+) -> pd.DataFrame:
     """Rows matching every non-empty filter; a record matches a dataset if it uses it at all."""
     keep = pd.Series(True, index=table.index)
     if ways := set(ways):
@@ -62,13 +68,15 @@ def _decimals(x: float) -> int:
     return 1 if round(x, 1) == round(x, 2) else 2
 
 
-def paper_text(paper: Any, with_ci: bool = True) -> str | None:
-    """A paper's number as it prints it, in percent: "49.42 ± 0.78", "98.8"; None for no paper number."""
+def paper_text(paper: Any, with_ci: bool = True, unicode: bool = True) -> str | None:
+    """A paper's number as it prints it, in percent: "49.42 ± 0.78", "98.8"; None for no paper number.
+    `unicode` False writes +/- (the terminal)."""
     if paper is None:
         return None
     ci = paper.ci95
     d = max(_decimals(paper.mean), _decimals(ci) if ci is not None else 1)  # "68.20 ± 0.66": as printed
-    return f"{paper.mean:.{d}f}" + (f" ± {ci:.{d}f}" if ci is not None and with_ci else "")
+    pm = "±" if unicode else "+/-"
+    return f"{paper.mean:.{d}f}" + (f" {pm} {ci:.{d}f}" if ci is not None and with_ci else "")
 
 
 def paper_in_ci(mean: float, ci95: float | None, paper_mean: float) -> bool | None:
@@ -82,9 +90,25 @@ def _paper_of(lookup: PaperLookup | None, method: str, protocol: str) -> Any:
     return lookup(method, protocol) if lookup is not None else None
 
 
-DISPLAY_COLUMNS = ["Rank", "Method", "Backbone", "Accuracy (%)", "Paper (%)", "Mean (%)", "CI95 (%)", "Seed CI95 (%)",
-                   "Episodes", "Seeds", "Train time (s)", "Eval time (s)", "Device", "Date", "Kind",
-                   "Note", "Run"]
+DISPLAY_COLUMNS = [
+    "Rank",
+    "Method",
+    "Backbone",
+    "Accuracy (%)",
+    "Paper (%)",
+    "Mean (%)",
+    "CI95 (%)",
+    "Seed CI95 (%)",
+    "Episodes",
+    "Seeds",
+    "Train time (s)",
+    "Eval time (s)",
+    "Device",
+    "Date",
+    "Kind",
+    "Note",
+    "Run",
+]
 
 
 def units_column(unit_label: str) -> str:
@@ -92,8 +116,12 @@ def units_column(unit_label: str) -> str:
     return unit_label.split()[-1].capitalize() + "s"
 
 
-def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None,
-                  columns: Sequence[str] | None = None, unit_label: str = "test episode") -> pd.DataFrame:
+def display_table(
+    rows: pd.DataFrame,
+    paper_lookup: PaperLookup | None = None,
+    columns: Sequence[str] | None = None,
+    unit_label: str = "test episode",
+) -> pd.DataFrame:
     """One protocol's rows as the page shows them: best rank first, percentages, plain labels; only
     `columns` (a setting's PageSpec) when given, in their order.
 
@@ -102,25 +130,27 @@ def display_table(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None,
     what the method's paper reported on the protocol (`paper_lookup`), empty where it reported nothing.
     """
     rows = rows.sort_values(["rank", "mean"], ascending=[True, False], na_position="last")
-    table = pd.DataFrame({
-        "Rank": rows["rank"].astype("Int64"),
-        "Method": rows["method"],
-        "Backbone": rows["backbone"],
-        "Accuracy (%)": [percent_ci(m, c) for m, c in zip(rows["mean"], rows["ci95"])],
-        "Paper (%)": [paper_text(_paper_of(paper_lookup, m, p)) for m, p in zip(rows["method"], rows["protocol"])],
-        "Mean (%)": (100 * rows["mean"]).round(2),
-        "CI95 (%)": (100 * rows["ci95"]).round(2),
-        "Seed CI95 (%)": (100 * rows["seed_ci95"]).round(2),
-        units_column(unit_label): rows["n_units"],
-        "Seeds": rows["n_seeds"],
-        "Train time (s)": rows["train_time_s"].round(1),
-        "Eval time (s)": rows["eval_time_s"].round(1),
-        "Device": rows["device"],
-        "Date": rows["created"].dt.strftime("%Y-%m-%d %H:%M"),
-        "Kind": rows["kind"],
-        "Note": rows["rank_note"],
-        "Run": rows["run_id"],
-    }).reset_index(drop=True)
+    table = pd.DataFrame(
+        {
+            "Rank": rows["rank"].astype("Int64"),
+            "Method": rows["method"],
+            "Backbone": rows["backbone"],
+            "Accuracy (%)": [percent_ci(m, c) for m, c in zip(rows["mean"], rows["ci95"])],
+            "Paper (%)": [paper_text(_paper_of(paper_lookup, m, p)) for m, p in zip(rows["method"], rows["protocol"])],
+            "Mean (%)": (100 * rows["mean"]).round(2),
+            "CI95 (%)": (100 * rows["ci95"]).round(2),
+            "Seed CI95 (%)": (100 * rows["seed_ci95"]).round(2),
+            units_column(unit_label): rows["n_units"],
+            "Seeds": rows["n_seeds"],
+            "Train time (s)": rows["train_time_s"].round(1),
+            "Eval time (s)": rows["eval_time_s"].round(1),
+            "Device": rows["device"],
+            "Date": rows["created"].dt.strftime("%Y-%m-%d %H:%M"),
+            "Kind": rows["kind"],
+            "Note": rows["rank_note"],
+            "Run": rows["run_id"],
+        }
+    ).reset_index(drop=True)
     return table if columns is None else table[[c for c in columns if c in table.columns]]
 
 
@@ -128,8 +158,10 @@ def protocol_caption(first: pd.Series, unit_label: str) -> str:
     """One protocol's line under its heading, from the fields its setting records."""
     bits = []
     if not pd.isna(first["ways"]):
-        bits.append(f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
-                    f"images {first['image_size']} px")
+        bits.append(
+            f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
+            f"images {first['image_size']} px"
+        )
     bits.append(f"datasets: {md_escape(first['datasets'] or '—')}")
     if first["test_split"]:
         bits.append(f"test split: {md_escape(first['test_split'])}")
@@ -154,26 +186,39 @@ def overview(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -> pd.
     protocols = sorted(current["protocol"].unique())
     if current.empty:
         return pd.DataFrame(columns=OVERVIEW_FIXED)
-    chosen = (current.assign(_unranked=current["rank"].isna())
-              .sort_values(["_unranked", "version", "created"], ascending=[True, False, False])
-              .drop_duplicates(["method", "backbone", "protocol"], keep="first"))
+    chosen = (
+        current.assign(_unranked=current["rank"].isna())
+        .sort_values(["_unranked", "version", "created"], ascending=[True, False, False])
+        .drop_duplicates(["method", "backbone", "protocol"], keep="first")
+    )
     cells: dict[tuple[str, str], dict[str, str]] = {}
     ranks: dict[tuple[str, str], dict[str, int]] = {}
     for _, r in chosen.iterrows():
         key = (r["method"], r["backbone"])
         paper = paper_text(_paper_of(paper_lookup, r["method"], r["protocol"]), with_ci=False)
         cells.setdefault(key, {})[r["protocol"]] = percent_ci(r["mean"], r["ci95"]) + (
-            f" (paper {paper})" if paper else "")
+            f" (paper {paper})" if paper else ""
+        )
         ranks.setdefault(key, {})
         if not pd.isna(r["rank"]):
             ranks[key][r["protocol"]] = int(r["rank"])
     averages = average_ranks(ranks)
-    out = pd.DataFrame([{"Method": m, "Backbone": b, "Avg. rank": round(averages[(m, b)], 2)
-                         if (m, b) in averages else math.nan, "Protocols ranked": len(ranks[(m, b)]),
-                         **{p: cells[(m, b)].get(p) for p in protocols}} for (m, b) in cells],
-                       columns=OVERVIEW_FIXED + protocols)
-    out = out.sort_values(["Avg. rank", "Protocols ranked", "Method", "Backbone"],
-                          ascending=[True, False, True, True], na_position="last")
+    out = pd.DataFrame(
+        [
+            {
+                "Method": m,
+                "Backbone": b,
+                "Avg. rank": round(averages[(m, b)], 2) if (m, b) in averages else math.nan,
+                "Protocols ranked": len(ranks[(m, b)]),
+                **{p: cells[(m, b)].get(p) for p in protocols},
+            }
+            for (m, b) in cells
+        ],
+        columns=OVERVIEW_FIXED + protocols,
+    )
+    out = out.sort_values(
+        ["Avg. rank", "Protocols ranked", "Method", "Backbone"], ascending=[True, False, True, True], na_position="last"
+    )
     return out.reset_index(drop=True)
 
 
@@ -182,17 +227,21 @@ def overview_caption(table: pd.DataFrame) -> str:
     protocols = [c for c in table.columns if c not in OVERVIEW_FIXED]
     n = len(protocols)
     counts = sorted(set(table["Protocols ranked"].astype(int))) if len(table) else []
-    text = ("Cells: mean accuracy ± 95% CI over test episodes (%), with the method's paper's number in brackets "
-            "where it reported one (its set-up may differ: see `bench list --method`). Avg. rank: the mean of an "
-            "entry's per-protocol ranks (ranks with ties, as in the tables below) over the protocols it is "
-            "ranked on, as the Meta-Dataset leaderboard averages its per-dataset ranks. ")
+    text = (
+        "Cells: mean accuracy ± 95% CI over test episodes (%), with the method's paper's number in brackets "
+        "where it reported one (its set-up may differ: see `bench list --method`). Avg. rank: the mean of an "
+        "entry's per-protocol ranks (ranks with ties, as in the tables below) over the protocols it is "
+        "ranked on, as the Meta-Dataset leaderboard averages its per-dataset ranks. "
+    )
     if not counts:
         return text
     if counts == [n]:
         return text + f"Every average covers all {n} protocol{'s' if n != 1 else ''}."
     span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-    return text + (f"Averages cover {span} of the {n} protocols (\"Protocols ranked\"); averages over different "
-                   f"protocols are not directly comparable.")
+    return text + (
+        f'Averages cover {span} of the {n} protocols ("Protocols ranked"); averages over different '
+        f"protocols are not directly comparable."
+    )
 
 
 def to_csv(table: pd.DataFrame) -> str:
@@ -211,8 +260,9 @@ def shots_curve(rows: pd.DataFrame) -> pd.DataFrame:
 
 def compute_scatter(rows: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) against train + eval seconds, one point per record."""
-    out = _with_bounds(rows[["entry", "protocol", "mean", "ci95", "train_time_s", "eval_time_s",
-                             "total_time_s", "device"]])
+    out = _with_bounds(
+        rows[["entry", "protocol", "mean", "ci95", "train_time_s", "eval_time_s", "total_time_s", "device"]]
+    )
     # Compute goes on a log axis, which cannot show zero; a hundredth of a second is "no time".
     out["total_time_s"] = out["total_time_s"].clip(lower=0.01)
     return out
@@ -244,17 +294,38 @@ def provenance(record: dict) -> dict:
         "hparams": record["method"]["hparams"],
         "setting": record["setting"],
         "recipe": record["method"].get("recipe"),
-        "protocol": {k: record["protocol"][k] for k in
-                     ("name", "version", "ways", "shots", "queries", "image_size", "test_split",
-                      "test_episodes", "episodes_fingerprint") if k in record["protocol"]},
+        "protocol": {
+            k: record["protocol"][k]
+            for k in (
+                "name",
+                "version",
+                "ways",
+                "shots",
+                "queries",
+                "image_size",
+                "test_split",
+                "test_episodes",
+                "episodes_fingerprint",
+            )
+            if k in record["protocol"]
+        },
         "git_commit": record["code"].get("git_commit"),
         "git_dirty": record["code"].get("git_dirty"),
         "data_fingerprints": record["data"],
         "environment": record["environment"],
         "device": record["device"],
-        "per_seed": [{"seed": r["seed"], "mean": r["mean"], "train_steps": r["train_steps"],
-                      "train_time_s": r["train_time_s"], "eval_time_s": r["eval_time_s"],
-                      "selection": r.get("selection"), "checkpoint": r.get("checkpoint")} for r in record["runs"]],
+        "per_seed": [
+            {
+                "seed": r["seed"],
+                "mean": r["mean"],
+                "train_steps": r["train_steps"],
+                "train_time_s": r["train_time_s"],
+                "eval_time_s": r["eval_time_s"],
+                "selection": r.get("selection"),
+                "checkpoint": r.get("checkpoint"),
+            }
+            for r in record["runs"]
+        ],
     }
     if "source" in record["method"]:
         out["source"] = record["method"]["source"]

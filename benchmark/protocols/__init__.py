@@ -1,8 +1,18 @@
 """Protocols: frozen, versioned values (which data a method trains on, which fixed episodes test it),
 the versioned class splits they refer to, and the registry of every protocol by name."""
-from .protocol import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage, register_protocol
+
 from .builtin import ROT4
+from .protocol import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage, register_protocol
 from .splits import class_split, split_sha256
 
-__all__ = ["PROTOCOLS", "EpisodeSpec", "Protocol", "SplitSpec", "Stage", "register_protocol", "ROT4",
-           "class_split", "split_sha256"]
+__all__ = [
+    "PROTOCOLS",
+    "EpisodeSpec",
+    "Protocol",
+    "SplitSpec",
+    "Stage",
+    "register_protocol",
+    "ROT4",
+    "class_split",
+    "split_sha256",
+]

@@ -2,21 +2,20 @@
 (every problem reported at once, each with its fix) and registered by name.
 
 A ratio split (`[classes] ratio = [0.6, 0.2, 0.2]`, `seed = 0`) is drawn from the prepared dataset's
-sorted class names, ordered by a seeded sha256, so it is the same on every machine. `bench protocol add
-FILE` copies a checked file to `<data dir>/protocols/<name>.toml|yaml`; a name resolves to a built-in
-protocol first, then to an added file.
+sorted class names, ordered by a seeded sha256, so it is the same on every machine. Registering files
+and `bench protocol add` are in added.py.
 """
+
 from __future__ import annotations
 
 import difflib
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
 
 from ..core import paths
 from ..core.errors import BenchError
-from ..core.files import atomic_write_bytes, sha256_bytes
+from ..core.files import sha256_bytes
 from ..data import DATASETS, PreparedData, read_manifest_if_prepared
 from .protocol import PROTOCOLS, SLUG, EpisodeSpec, Protocol, SplitSpec, Stage
 
@@ -31,7 +30,7 @@ KEYS = {  # key: (required, example for the fix)
     "train_dataset": (False, 'train_dataset = "my-images"  (cross-domain)'),
     "test_dataset": (False, 'test_dataset = "other-images"  (cross-domain)'),
     "domains": (False, '[domains] train = ["photo"]  test = ["sketch"]'),
-    "classes": (False, '[classes] ratio = [0.6, 0.2, 0.2]  seed = 0  (or train/val/test lists)'),
+    "classes": (False, "[classes] ratio = [0.6, 0.2, 0.2]  seed = 0  (or train/val/test lists)"),
     "ways": (True, "ways = 5  (classes per episode, at least 2)"),
     "shots": (True, "shots = 1  (labelled images per class)"),
     "queries": (False, "queries = 15  (test images per class)"),
@@ -43,8 +42,7 @@ KEYS = {  # key: (required, example for the fix)
 DEFAULTS = {"queries": 15, "channels": 3, "test_episodes": 600, "train_steps": 2000}
 MINIMA = {"version": 1, "ways": 2, "shots": 1, "queries": 1, "image_size": 8, "test_episodes": 1, "train_steps": 1}
 CLASS_KEYS, DOMAIN_KEYS = ("train", "val", "test", "ratio", "seed"), ("train", "test")
-GROUPS = ("all", *FILE_SETTINGS)    # what `bench submit --protocols` takes as groups
-_LOADED: dict[str, Protocol] = {}   # file protocols registered in this process, by name
+GROUPS = ("all", *FILE_SETTINGS)  # what `bench submit --protocols` takes as groups
 
 
 class ProtocolFileError(BenchError):
@@ -67,12 +65,14 @@ def parse(path: Path) -> dict:
             raw = tomllib.loads(text)
         else:
             import yaml
+
             raw = yaml.safe_load(text)
     except Exception as e:  # both parsers raise their own error types; the message has the line
         raise ProtocolFileError(f"{path}: not valid {path.suffix[1:].upper()} ({e})") from None
     if not isinstance(raw, dict):
-        raise ProtocolFileError(f"{path}: expected a table of keys (name, version, setting, ...), "
-                                f"got {type(raw).__name__}")
+        raise ProtocolFileError(
+            f"{path}: expected a table of keys (name, version, setting, ...), got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -90,7 +90,7 @@ def _names(value, what: str, problems: list[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        problems.append(f"{what} must be a non-empty list of names, e.g. [\"a\", \"b\"]")
+        problems.append(f'{what} must be a non-empty list of names, e.g. ["a", "b"]')
         return ()
     if len(set(value)) != len(value):
         problems.append(f"{what} names a class or domain twice: list each once")
@@ -118,24 +118,32 @@ def check(raw: dict) -> list[str]:
     setting = raw.get("setting")
     if isinstance(setting, str) and setting not in FILE_SETTINGS:
         close = difflib.get_close_matches(setting, FILE_SETTINGS, n=1, cutoff=0.5)
-        problems.append(f"unknown setting {setting!r}: use " + (f"{close[0]!r}" if close else
-                        " or ".join(repr(s) for s in FILE_SETTINGS)))
+        problems.append(
+            f"unknown setting {setting!r}: use "
+            + (f"{close[0]!r}" if close else " or ".join(repr(s) for s in FILE_SETTINGS))
+        )
     name = raw.get("name")
-    if isinstance(name, str) and name in PROTOCOLS and name not in _LOADED:
+    if isinstance(name, str) and name in PROTOCOLS and PROTOCOLS.get(name).source is None:
         problems.append(f"name {name!r} is a built-in protocol: give yours another name")
     if isinstance(name, str) and name in GROUPS:
         problems.append(f"name {name!r} is a protocol group of `bench submit`: give yours another name")
     if setting == "few-shot":
         if "dataset" not in raw:
             problems.append('a few-shot protocol needs dataset = "NAME" (a prepared dataset)')
-        problems += [f"{k} is for cross-domain protocols: use dataset = \"NAME\" in a few-shot one"
-                     for k in ("train_dataset", "test_dataset") if k in raw]
+        problems += [
+            f'{k} is for cross-domain protocols: use dataset = "NAME" in a few-shot one'
+            for k in ("train_dataset", "test_dataset")
+            if k in raw
+        ]
         if "classes" not in raw:
-            problems.append("a few-shot protocol tests on classes it never trained on: add [classes] with "
-                            "ratio = [0.6, 0.2, 0.2] and seed = 0, or train/val/test lists")
+            problems.append(
+                "a few-shot protocol tests on classes it never trained on: add [classes] with "
+                "ratio = [0.6, 0.2, 0.2] and seed = 0, or train/val/test lists"
+            )
     elif setting == "cross-domain":
-        problems += [f"a cross-domain protocol needs {k} = \"NAME\"" for k in ("train_dataset", "test_dataset")
-                     if k not in raw]
+        problems += [
+            f'a cross-domain protocol needs {k} = "NAME"' for k in ("train_dataset", "test_dataset") if k not in raw
+        ]
         if "dataset" in raw:
             problems.append("dataset is for few-shot protocols: use train_dataset and test_dataset instead")
     for table, keys in (("domains", DOMAIN_KEYS), ("classes", CLASS_KEYS)):
@@ -146,7 +154,8 @@ def check(raw: dict) -> list[str]:
             for k in ("train", "val", "test"):
                 if k in raw[table] and k in keys:
                     _names(raw[table][k], f"{table}.{k}", problems)
-    classes = raw.get("classes") if isinstance(raw.get("classes"), dict) else {}
+    given = raw.get("classes")
+    classes: dict = given if isinstance(given, dict) else {}
     lists = [k for k in ("train", "val", "test") if k in classes]
     if "ratio" in classes:
         problems += _check_ratio(classes, lists, setting)
@@ -154,8 +163,11 @@ def check(raw: dict) -> list[str]:
         problems.append("classes.seed only goes with classes.ratio: add ratio = [0.6, 0.2, 0.2] or drop seed")
     elif classes:
         need = ("train", "test") if setting == "few-shot" else ("train",)
-        problems += [f"classes.{k} is missing: list the {k} classes, or use ratio = [...] instead"
-                     for k in need if k not in classes]
+        problems += [
+            f"classes.{k} is missing: list the {k} classes, or use ratio = [...] instead"
+            for k in need
+            if k not in classes
+        ]
         seen: dict[str, str] = {}
         same = setting != "cross-domain" or raw.get("train_dataset") == raw.get("test_dataset")
         for part in lists:
@@ -164,8 +176,9 @@ def check(raw: dict) -> list[str]:
             vals = classes[part] if isinstance(classes[part], list) else [classes[part]]
             for c in vals:
                 if isinstance(c, str) and seen.setdefault(c, part) != part:
-                    problems.append(f"class {c!r} is in both classes.{seen[c]} and classes.{part}: "
-                                    f"a class belongs to one part")
+                    problems.append(
+                        f"class {c!r} is in both classes.{seen[c]} and classes.{part}: a class belongs to one part"
+                    )
     return problems
 
 
@@ -176,12 +189,19 @@ def _check_ratio(classes: dict, lists: list[str], setting) -> list[str]:
     want = 2 if setting == "cross-domain" else 3
     r = classes["ratio"]
     what = "[train, val] of the train dataset's classes" if want == 2 else "[train, val, test]"
-    if not (isinstance(r, list) and len(r) == want and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                          and x >= 0 for x in r)):
+    if not (
+        isinstance(r, list)
+        and len(r) == want
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in r)
+    ):
         out.append(f"classes.ratio must be {want} non-negative numbers {what}, got {r!r}")
     elif abs(sum(r) - 1) > 1e-6 or r[0] <= 0 or (want == 3 and r[2] <= 0):
-        out.append(f"bad classes.ratio {r!r}: the parts must sum to 1 with train" + (" and test" if want == 3
-                   else "") + " above 0, e.g. " + ("[0.6, 0.2, 0.2]" if want == 3 else "[0.8, 0.2]"))
+        out.append(
+            f"bad classes.ratio {r!r}: the parts must sum to 1 with train"
+            + (" and test" if want == 3 else "")
+            + " above 0, e.g. "
+            + ("[0.6, 0.2, 0.2]" if want == 3 else "[0.8, 0.2]")
+        )
     seed = classes.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         out.append(f"classes.seed must be a non-negative integer, got {seed!r}")
@@ -198,7 +218,7 @@ def ratio_split(names, ratio, seed: int) -> dict[str, tuple[str, ...]]:
         counts[i] += 1
     parts, at = {}, 0
     for part, c in zip(("train", "val", "test"), counts):
-        parts[part] = tuple(sorted(order[at:at + c]))
+        parts[part] = tuple(sorted(order[at : at + c]))
         at += c
     return parts
 
@@ -207,8 +227,10 @@ def _dataset_facts(name: str, data_dir, problems: list[str]) -> dict | None:
     """The prepared dataset's manifest (None if it is built-in but not prepared yet)."""
     m = read_manifest_if_prepared(name, data_dir)
     if m is None and name not in DATASETS:
-        problems.append(f"dataset {name!r} is neither built-in nor prepared in {paths.data_dir(data_dir)}: "
-                        f"prepare your folder first with `bench data prepare --from-folder PATH {name}`")
+        problems.append(
+            f"dataset {name!r} is neither built-in nor prepared in {paths.data_dir(data_dir)}: "
+            f"prepare your folder first with `bench data prepare --from-folder PATH {name}`"
+        )
     return m
 
 
@@ -236,19 +258,25 @@ def build(raw: dict, data_dir=None, source: tuple[str, str] | None = None) -> Pr
             want = _names(domains[part], f"domains.{part}", problems)
             m = facts[ds]
             if m and "domain" not in m.get("columns", []):
-                problems.append(f"domains.{part}: dataset {ds!r} has no domains (prepare a <domain>/<class>/ "
-                                f"folder with --layout domain/class, or drop [domains])")
+                problems.append(
+                    f"domains.{part}: dataset {ds!r} has no domains (prepare a <domain>/<class>/ "
+                    f"folder with --layout domain/class, or drop [domains])"
+                )
             elif m and m.get("domains") and set(want) - set(m["domains"]):
-                problems.append(f"domains.{part}: {sorted(set(want) - set(m['domains']))} not in {ds!r} "
-                                f"(it has {', '.join(m['domains'])})")
+                problems.append(
+                    f"domains.{part}: {sorted(set(want) - set(m['domains']))} not in {ds!r} "
+                    f"(it has {', '.join(m['domains'])})"
+                )
             where[part] = (("domain", want),)
     classes = dict(raw.get("classes", {}))
     parts: dict[str, tuple[str, ...]] = {}
     if "ratio" in classes:
         names = _class_names(train_ds, facts[train_ds], data_dir)
         if names is None:
-            problems.append(f"classes.ratio is drawn from {train_ds!r}'s class names, but it is not prepared "
-                            f"in {paths.data_dir(data_dir)}: prepare it first")
+            problems.append(
+                f"classes.ratio is drawn from {train_ds!r}'s class names, but it is not prepared "
+                f"in {paths.data_dir(data_dir)}: prepare it first"
+            )
         else:
             ratio = list(classes["ratio"]) + ([0] if cross else [])
             parts = {k: v for k, v in ratio_split(names, ratio, classes.get("seed", 0)).items() if v}
@@ -258,30 +286,50 @@ def build(raw: dict, data_dir=None, source: tuple[str, str] | None = None) -> Pr
         parts = {k: _names(classes[k], f"classes.{k}", problems) for k in ("train", "val", "test") if k in classes}
         for part, cls in parts.items():
             ds = test_ds if part == "test" else train_ds
-            known = _class_names(ds, facts[ds], data_dir) if facts[ds] and "class_names" in facts[ds] else None
+            fact = facts[ds]
+            known = _class_names(ds, fact, data_dir) if fact and "class_names" in fact else None
             missing = sorted(set(cls) - set(known)) if known is not None else []
-            if missing:
-                problems.append(f"classes.{part}: {len(missing)} class(es) not in {ds!r}, e.g. {missing[:5]} "
-                                f"(its classes: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})")
+            if known is not None and missing:
+                problems.append(
+                    f"classes.{part}: {len(missing)} class(es) not in {ds!r}, e.g. {missing[:5]} "
+                    f"(its classes: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})"
+                )
     for part, cls in parts.items():
         if len(cls) < raw["ways"]:
-            problems.append(f"the {part} part has {len(cls)} class(es), fewer than ways = {raw['ways']}: "
-                            f"lower ways or give that part more classes")
+            problems.append(
+                f"the {part} part has {len(cls)} class(es), fewer than ways = {raw['ways']}: "
+                f"lower ways or give that part more classes"
+            )
     if problems:
         raise ProtocolFileError("\n- ".join(["", *problems]))
 
     def split(part: str, ds: str) -> SplitSpec:
-        return SplitSpec(ds, part=part if part in parts else None, classes=parts.get(part, ()),
-                         where=where.get("test" if part == "test" else "train", ()))
+        return SplitSpec(
+            ds,
+            part=part if part in parts else None,
+            classes=parts.get(part, ()),
+            where=where.get("test" if part == "test" else "train", ()),
+        )
 
-    stage = Stage(train=split("train", train_ds), val=split("val", train_ds) if "val" in parts else None,
-                  test=(split("test", test_ds),))
-    return Protocol(name=raw["name"], version=raw["version"], setting=raw["setting"],
-                    description=raw["description"].strip(), stages=(stage,),
-                    episode=EpisodeSpec(raw["ways"], raw["shots"], raw.get("queries", DEFAULTS["queries"])),
-                    image_size=raw["image_size"], channels=raw.get("channels", DEFAULTS["channels"]),
-                    test_episodes=raw.get("test_episodes", DEFAULTS["test_episodes"]),
-                    train_steps=raw.get("train_steps", DEFAULTS["train_steps"]), tags=("file",), source=source)
+    stage = Stage(
+        train=split("train", train_ds),
+        val=split("val", train_ds) if "val" in parts else None,
+        test=(split("test", test_ds),),
+    )
+    return Protocol(
+        name=raw["name"],
+        version=raw["version"],
+        setting=raw["setting"],
+        description=raw["description"].strip(),
+        stages=(stage,),
+        episode=EpisodeSpec(raw["ways"], raw["shots"], raw.get("queries", DEFAULTS["queries"])),
+        image_size=raw["image_size"],
+        channels=raw.get("channels", DEFAULTS["channels"]),
+        test_episodes=raw.get("test_episodes", DEFAULTS["test_episodes"]),
+        train_steps=raw.get("train_steps", DEFAULTS["train_steps"]),
+        tags=("file",),
+        source=source,
+    )
 
 
 def read(path: str | os.PathLike, data_dir=None) -> Protocol:
@@ -295,98 +343,3 @@ def read(path: str | os.PathLike, data_dir=None) -> Protocol:
     except ProtocolFileError as e:
         n = str(e).count("\n- ")
         raise ProtocolFileError(f"{path}: {n} problem(s); fix them and try again:{e}") from None
-
-
-def load(path: str | os.PathLike, data_dir=None) -> Protocol:
-    """Read a protocol file and register it (again: the same protocol is a no-op; a new version replaces)."""
-    p = read(path, data_dir)
-    old = _LOADED.get(p.name)
-    if old is not None and (p.name not in PROTOCOLS or PROTOCOLS.get(p.name) is not old):
-        _LOADED.pop(p.name)  # unregistered meanwhile (tests do): load it afresh
-        old = None
-    if old is not None:
-        if old == p:
-            return old
-        if old.version == p.version:
-            raise ProtocolFileError(f"{path}: protocol {p.name} v{p.version} is already loaded from "
-                                    f"{old.source[0]} with other contents; a changed protocol gets a new version")
-        PROTOCOLS.unregister(p.name)
-    PROTOCOLS.register(p.name, p)
-    _LOADED[p.name] = p
-    return p
-
-
-def unload(name: str) -> None:
-    """Forget a file protocol registered by `load` (tests use it)."""
-    if _LOADED.pop(name, None) is not None:
-        PROTOCOLS.unregister(name)
-
-
-def added_dir(data_dir=None) -> Path:
-    return paths.data_dir(data_dir) / "protocols"
-
-
-def find_added(name: str, data_dir=None) -> Path | None:
-    found = [p for p in (added_dir(data_dir) / f"{name}{s}" for s in (".toml", ".yaml")) if p.is_file()]
-    return found[0] if found and SLUG.match(name) else None
-
-
-def add(path: str | os.PathLike, data_dir=None, log: Callable[[str], None] = print) -> Path:
-    """`bench protocol add FILE`: check it, then copy it to `<data dir>/protocols/<name>.toml|yaml`."""
-    path = Path(path).expanduser()
-    p = read(path, data_dir)
-    dest = added_dir(data_dir) / f"{p.name}{SUFFIXES[path.suffix.lower()]}"
-    existing = find_added(p.name, data_dir)
-    if existing is not None:
-        old_raw = parse(existing)
-        old_version = old_raw.get("version")
-        if old_raw == parse(path):
-            log(f"protocol {p.name} v{p.version} is already added ({existing}); nothing to do.")
-            return existing
-        if old_version == p.version:
-            raise ProtocolFileError(f"{path}: protocol {p.name} v{p.version} is already added from a different "
-                                    f"file ({existing}); a changed protocol gets a new version: set version = "
-                                    f"{p.version + 1} (results of v{p.version} keep their meaning)")
-        if isinstance(old_version, int) and old_version > p.version:
-            raise ProtocolFileError(f"{path}: protocol {p.name} v{old_version} is already added ({existing}); "
-                                    f"v{p.version} is older. A changed protocol gets a newer version.")
-    atomic_write_bytes(dest, path.read_bytes())
-    if existing is not None and existing != dest:
-        existing.unlink()
-    log(f"added protocol {p.name} v{p.version} ({p.setting}, {p.episode}) -> {dest}; "
-        f"use it as --protocol {p.name}")
-    return dest
-
-
-def resolve(names_or_paths, data_dir=None) -> list[str]:
-    """Protocol names for a run: built-in names as they are, protocol files (paths) and added names loaded
-    and registered. Anything else is passed through, for the registry's 'did you mean' error."""
-    out = []
-    for item in names_or_paths:
-        item = str(item)
-        if item in PROTOCOLS and item not in _LOADED:
-            out.append(item)
-        elif Path(item).suffix.lower() in SUFFIXES or "/" in item or os.sep in item:
-            out.append(load(item, data_dir).name)
-        elif (found := find_added(item, data_dir)) is not None:
-            out.append(load(found, data_dir).name)
-        else:
-            out.append(item)
-    return out
-
-
-def resolve_for_record(record_path: str | os.PathLike, data_dir=None) -> None:
-    """Register the file protocol a record was made on (by its name if added, else from the file the
-    record names), so `bench verify` finds it; a record on a built-in protocol needs nothing."""
-    import json
-    try:
-        proto = json.loads(Path(record_path).read_text())["protocol"]
-        name, src = proto["name"], proto.get("source") or {}
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # verify reports an unreadable record itself
-    if name in PROTOCOLS and name not in _LOADED:
-        return
-    if find_added(name, data_dir) is not None:
-        resolve([name], data_dir)
-    elif src.get("file") and Path(src["file"]).is_file():
-        load(src["file"], data_dir)

@@ -6,12 +6,12 @@ on several, so cross-domain is one stage tested on another dataset, domain gener
 stage trained on some domains and tested on another, and a continual protocol is a sequence of
 stages evaluated after each. Any change to a registered protocol's meaning gets a new version.
 """
-from __future__ import annotations
 
-from dataclasses import dataclass, field
+from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass, field
 
 from ..core.registry import Registry
 
@@ -21,12 +21,13 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # settings and families become folde
 @dataclass(frozen=True)
 class SplitSpec:
     """Which images and classes of a prepared dataset form one split."""
+
     dataset: str
-    class_split: str | None = None        # a file in benchmark/splits, e.g. "omniglot-vinyals-v1"
-    part: str | None = None               # its part: "train", "val" or "test"
-    where: tuple[tuple[str, tuple[str, ...]], ...] = ()   # row filters, e.g. (("domain", ("sketch",)),)
-    rotations: tuple[int, ...] = (0,)     # degrees; each (class, rotation) is a class of its own
-    classes: tuple[str, ...] = ()         # the split's classes given inline (protocol files), instead of a file
+    class_split: str | None = None  # a file in benchmark/splits, e.g. "omniglot-vinyals-v1"
+    part: str | None = None  # its part: "train", "val" or "test"
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # row filters, e.g. (("domain", ("sketch",)),)
+    rotations: tuple[int, ...] = (0,)  # degrees; each (class, rotation) is a class of its own
+    classes: tuple[str, ...] = ()  # the split's classes given inline (protocol files), instead of a file
 
     @property
     def label(self) -> str:
@@ -70,10 +71,10 @@ class Protocol:
     image_size: int
     channels: int
     test_episodes: int = 600
-    train_steps: int = 2000          # default meta-training budget (a method may declare its own)
+    train_steps: int = 2000  # default meta-training budget (a method may declare its own)
     seeds: tuple[int, ...] = (0,)
     tags: tuple[str, ...] = field(default=())
-    family: str = ""                 # what paper recipes are keyed by, e.g. "omniglot"; default: the train dataset
+    family: str = ""  # what paper recipes are keyed by, e.g. "omniglot"; default: the train dataset
     source: tuple[str, str] | None = field(default=None, compare=False)  # (file, sha256) of a protocol file
 
     def __post_init__(self):
@@ -111,11 +112,20 @@ class Protocol:
         return tuple(seen)
 
     def summary(self) -> dict:
-        return {"name": self.name, "version": self.version, "setting": self.setting, "family": self.family,
-                "ways": self.episode.ways, "shots": self.episode.shots, "queries": self.episode.queries,
-                "image_size": self.image_size, "datasets": list(self.datasets),
-                "test_split": self.test.label, "test_episodes": self.test_episodes,
-                **({"source": {"file": self.source[0], "sha256": self.source[1]}} if self.source else {})}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "setting": self.setting,
+            "family": self.family,
+            "ways": self.episode.ways,
+            "shots": self.episode.shots,
+            "queries": self.episode.queries,
+            "image_size": self.image_size,
+            "datasets": list(self.datasets),
+            "test_split": self.test.label,
+            "test_episodes": self.test_episodes,
+            **({"source": {"file": self.source[0], "sha256": self.source[1]}} if self.source else {}),
+        }
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")

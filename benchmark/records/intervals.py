@@ -4,11 +4,12 @@ Every interval here is a two-sided 95% Student-t interval, mean +/- t_{0.975, n-
 with s the sample standard deviation (ddof=1). With one value there is no spread to estimate, so
 the half-width is reported as NaN rather than as a misleading zero.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as _st
@@ -48,9 +49,10 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interv
     return Interval(mean, q * std / math.sqrt(n), n, std)
 
 
-def format_ci(mean: float, ci95: float | None, unicode: bool = False, scale: float = 100.0,
-              signed: bool = False) -> str:
-    """"98.61 +/- 0.21" from fractions (mean 0.9861, half-width 0.0021); "n/a" for a missing interval.
+def format_ci(
+    mean: float, ci95: float | None, unicode: bool = False, scale: float = 100.0, signed: bool = False
+) -> str:
+    """ "98.61 +/- 0.21" from fractions (mean 0.9861, half-width 0.0021); "n/a" for a missing interval.
     `unicode` writes ± (the page), `signed` a leading sign (differences), `scale` 1 for values already
     in points."""
     pm = "±" if unicode else "+/-"
@@ -58,4 +60,3 @@ def format_ci(mean: float, ci95: float | None, unicode: bool = False, scale: flo
     if ci95 is None or (isinstance(ci95, float) and math.isnan(ci95)):
         return f"{m} {pm} n/a"
     return f"{m} {pm} {scale * ci95:.2f}"
-

@@ -1,13 +1,15 @@
 """Result records: validate the envelope against its versioned schema, migrate older versions, write
 atomically, read back."""
+
 from __future__ import annotations
 
 import json
 import math
 import stat
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 
@@ -20,7 +22,7 @@ MEAN_TOLERANCE = 1e-6
 SCHEMA_VERSION = 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(version: int = SCHEMA_VERSION) -> dict:
     return json.loads((Path(__file__).parent / "schema" / f"result-v{version}.schema.json").read_text())
 
@@ -43,8 +45,10 @@ def migrate(record: dict) -> dict:
     if version == SCHEMA_VERSION:
         return record
     if version != 1:
-        raise InvalidRecord(f"schema_version {version!r} is not one this code reads (1 to {SCHEMA_VERSION}); "
-                            f"a newer metabench wrote it, or it is not a record")
+        raise InvalidRecord(
+            f"schema_version {version!r} is not one this code reads (1 to {SCHEMA_VERSION}); "
+            f"a newer metabench wrote it, or it is not a record"
+        )
     _schema_check(record, 1)
     out = json.loads(json.dumps(record))
     out["schema_version"] = 2
@@ -102,8 +106,9 @@ def read_record(path: Path) -> dict:
     if not stat.S_ISREG(info.st_mode):
         raise InvalidRecord("not a regular file (a folder, FIFO or device); a record is a JSON file")
     if info.st_size > MAX_RECORD_BYTES:
-        raise InvalidRecord(f"{info.st_size / 2**20:.0f} MiB is too large for a record "
-                            f"(at most {MAX_RECORD_BYTES >> 20} MiB)")
+        raise InvalidRecord(
+            f"{info.st_size / 2**20:.0f} MiB is too large for a record (at most {MAX_RECORD_BYTES >> 20} MiB)"
+        )
     try:
         record = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:

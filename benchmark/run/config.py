@@ -1,24 +1,26 @@
 """What one `bench evaluate` (or `bench submit`) asks for, as one frozen value checked before any work."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..core.errors import BenchError
 
 KINDS = ("evaluation", "submission")
-MAX_TEST_EPISODES = 100_000   # 166x the usual 600; more is a typo, and its index alone would not fit in memory
+MAX_TEST_EPISODES = 100_000  # 166x the usual 600; more is a typo, and its index alone would not fit in memory
 
 
 @dataclass(frozen=True)
 class RunConfig:
     method: str
     protocols: tuple[str, ...] = ("omniglot-5w1s",)
-    seeds: tuple[int, ...] | None = None          # None: the protocol's seeds
-    episodes: int | None = None                   # test episodes; None: the protocol's
-    train_steps: int | None = None                # None: the recipe's, else the protocol's budget
-    max_train_time: float | None = None           # seconds; stops training early, the record says so
+    seeds: tuple[int, ...] | None = None  # None: the protocol's seeds
+    episodes: int | None = None  # test episodes; None: the protocol's
+    train_steps: int | None = None  # None: the recipe's, else the protocol's budget
+    max_train_time: float | None = None  # seconds; stops training early, the record says so
     device: str = "auto"
     hparams: Mapping[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
@@ -27,10 +29,10 @@ class RunConfig:
     write: bool = True
     progress: bool = True
     kind: str = "evaluation"
-    source: Mapping[str, Any] | None = None       # a submission's file, class and sha256
-    select: str = "auto"                          # model selection: auto (validation where defined), final
-    val_episodes: int = 100                       # fixed validation episodes per check
-    val_checks: int = 5                           # checks spread over the step budget (plus one at the end)
+    source: Mapping[str, Any] | None = None  # a submission's file, class and sha256
+    select: str = "auto"  # model selection: auto (validation where defined), final
+    val_episodes: int = 100  # fixed validation episodes per check
+    val_checks: int = 5  # checks spread over the step budget (plus one at the end)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocols", tuple(self.protocols))
@@ -48,8 +50,9 @@ class RunConfig:
         if self.seeds is not None and not self.seeds:
             raise BenchError("--seeds is empty; give at least one seed")
         if self.episodes is not None and not 1 <= self.episodes <= MAX_TEST_EPISODES:
-            raise BenchError(f"--episodes must be between 1 and {MAX_TEST_EPISODES:,} (got {self.episodes:,}); "
-                             f"protocols use 600")
+            raise BenchError(
+                f"--episodes must be between 1 and {MAX_TEST_EPISODES:,} (got {self.episodes:,}); protocols use 600"
+            )
         if self.train_steps is not None and self.train_steps < 0:
             raise BenchError(f"--train-steps must be 0 or more (got {self.train_steps})")
         if self.max_train_time is not None and not (math.isfinite(self.max_train_time) and self.max_train_time > 0):
@@ -57,7 +60,8 @@ class RunConfig:
         if self.kind not in KINDS:
             raise BenchError(f"kind must be one of {KINDS}, not {self.kind!r}")
         if self.val_episodes < 1 or self.val_checks < 1:
-            raise BenchError(f"--val-episodes and --val-checks must be at least 1 "
-                             f"(got {self.val_episodes} and {self.val_checks})")
+            raise BenchError(
+                f"--val-episodes and --val-checks must be at least 1 (got {self.val_episodes} and {self.val_checks})"
+            )
         if self.select not in ("auto", "final"):
             raise BenchError(f"--select must be auto or final, not {self.select!r}")

@@ -1,4 +1,5 @@
 """The device a run uses, and moving models and splits onto it."""
+
 from __future__ import annotations
 
 import platform
@@ -24,8 +25,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise BenchError(f"--device {name}: no CUDA device is visible here. Use --device cpu or auto.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise BenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise BenchError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
@@ -48,10 +51,17 @@ def sync(device: torch.device) -> None:
 
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device),
-                "precision": "fp32 (TF32 matmul and convolution allowed)"}
-    return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "precision": "fp32"}
+        return {
+            "type": "cuda",
+            "name": torch.cuda.get_device_name(device),
+            "precision": "fp32 (TF32 matmul and convolution allowed)",
+        }
+    return {
+        "type": "cpu",
+        "name": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "precision": "fp32",
+    }
 
 
 def on_device_if_it_fits(view: EpisodeView, device: torch.device, headroom: float = 0.5) -> EpisodeView:
@@ -62,7 +72,17 @@ def on_device_if_it_fits(view: EpisodeView, device: torch.device, headroom: floa
     free, _ = torch.cuda.mem_get_info(device)
     if view.images.numel() * view.images.element_size() <= headroom * free:
         return view.to(device)
-    print(f"note: split {view.label} ({view.images.numel() / 2**30:.1f} GiB) stays in host memory; "
-          f"episodes are copied to {device} as they are drawn")
-    return EpisodeView(view.label, view.images.pin_memory(), view.offsets, view.counts, view.classes,
-                       view.mean, view.std, view.data_fingerprint)
+    print(
+        f"note: split {view.label} ({view.images.numel() / 2**30:.1f} GiB) stays in host memory; "
+        f"episodes are copied to {device} as they are drawn"
+    )
+    return EpisodeView(
+        view.label,
+        view.images.pin_memory(),
+        view.offsets,
+        view.counts,
+        view.classes,
+        view.mean,
+        view.std,
+        view.data_fingerprint,
+    )

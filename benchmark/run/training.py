@@ -1,12 +1,13 @@
 """Training with a Lightning Trainer on a stream of batches drawn on the fly, with a step and time budget."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Callable, Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -40,9 +41,11 @@ class FiniteLoss(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
-            raise TrainingDiverged(f"the training loss became {loss.item()} at step {trainer.global_step}; "
-                                   f"training stopped and no result was written. Lower the learning rate "
-                                   f"or check the method for a numerical bug.")
+            raise TrainingDiverged(
+                f"the training loss became {loss.item()} at step {trainer.global_step}; "
+                f"training stopped and no result was written. Lower the learning rate "
+                f"or check the method for a numerical bug."
+            )
 
 
 @contextlib.contextmanager
@@ -61,9 +64,17 @@ def quiet_lightning():
         lg.setLevel(level)
 
 
-def fit(model: pl.LightningModule, draw: Callable[[torch.Generator], object], steps: int, seed: int,
-        device: torch.device, sample_device: torch.device, progress: bool = True,
-        max_time_s: float | None = None, callbacks: Sequence[pl.Callback] = ()) -> tuple[float, int]:
+def fit(
+    model: pl.LightningModule,
+    draw: Callable[[torch.Generator], object],
+    steps: int,
+    seed: int,
+    device: torch.device,
+    sample_device: torch.device,
+    progress: bool = True,
+    max_time_s: float | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> tuple[float, int]:
     """Train for `steps` steps, or until `max_time_s` seconds if that comes first; (seconds, steps done).
     Batches are drawn on `sample_device` (where the images are) by `draw(generator)`."""
     if steps <= 0:
@@ -72,10 +83,19 @@ def fit(model: pl.LightningModule, draw: Callable[[torch.Generator], object], st
     loader = DataLoader(Stream(draw, steps, seed, sample_device), batch_size=None, num_workers=0)
     with quiet_lightning():
         trainer = pl.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=steps,
-            logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-            callbacks=[FiniteLoss(), *callbacks], num_sanity_val_steps=0, deterministic=False,
-            max_time=timedelta(seconds=max_time_s) if max_time_s else None)
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            max_steps=steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            callbacks=[FiniteLoss(), *callbacks],
+            num_sanity_val_steps=0,
+            deterministic=False,
+            max_time=timedelta(seconds=max_time_s) if max_time_s else None,
+        )
     t0 = time.perf_counter()
     with quiet_lightning():
         trainer.fit(model, train_dataloaders=loader)

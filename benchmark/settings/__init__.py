@@ -3,15 +3,34 @@ and its page section (base.py); the run loop over seeds and protocols (runner.py
 
 Importing this package registers the built-in settings and loads no torch: names from the training
 side (the run loop, episodic_training) load on first use."""
+
 from ..core.lazy import lazy_exports
 from .base import SETTINGS, PageSpec, Scored, Setting, Trained, check_record, load_record, register_setting
 from .episodic import CrossDomain, Episodic, FewShot
 
 _EXPORTS = {
-    "Prepared": ".episodic_training", "evaluate_model": ".episodic_training", "prepare_run": ".episodic_training",
-    "evaluate": ".runner", "make_record": ".runner", "method_class": ".runner", "plan": ".runner", "run": ".runner",
+    "Prepared": ".episodic_training",
+    "evaluate_model": ".episodic_training",
+    "prepare_run": ".episodic_training",
+    "evaluate": ".runner",
+    "make_record": ".runner",
+    "method_class": ".runner",
+    "plan": ".runner",
+    "run": ".runner",
     "setting_of": ".runner",
 }
-__all__ = ["SETTINGS", "PageSpec", "Scored", "Setting", "Trained", "check_record", "load_record", "register_setting",
-           "CrossDomain", "Episodic", "FewShot", *_EXPORTS]
+__all__ = [
+    "SETTINGS",
+    "PageSpec",
+    "Scored",
+    "Setting",
+    "Trained",
+    "check_record",
+    "load_record",
+    "register_setting",
+    "CrossDomain",
+    "Episodic",
+    "FewShot",
+    *_EXPORTS,
+]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,6 +10,7 @@ The run loop (runner.py), the leaderboard's board and the page call these hooks 
 setting-specific, so a new setting is a new module with a `Setting` subclass registered in
 `SETTINGS`; no existing setting changes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # only for annotations: reading records must not import torch
 class PageSpec:
     """What the page shows for a setting: its table's columns and the plots below them, by name
     (the page layer knows how to draw each), and how to name the unit scores are paired over."""
+
     columns: tuple[str, ...]
     plots: tuple[str, ...] = ()
     unit_label: str = "unit"
@@ -49,17 +51,17 @@ class Trained:
 
 @dataclass
 class Scored:
-    units: np.ndarray        # one score in [0, 1] per paired unit, in the protocol's fixed order
+    units: np.ndarray  # one score in [0, 1] per paired unit, in the protocol's fixed order
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)   # setting-specific run fields
+    extra: dict[str, Any] = field(default_factory=dict)  # setting-specific run fields
 
 
 class Setting:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    order: ClassVar[int] = 100                     # tab order on the page, lowest first
-    unit: ClassVar[str] = "unit"                   # what is scored and paired, e.g. "test episode"
+    order: ClassVar[int] = 100  # tab order on the page, lowest first
+    unit: ClassVar[str] = "unit"  # what is scored and paired, e.g. "test episode"
     rank_test: ClassVar[str] = "two-sided Wilcoxon signed-rank test"
     page: ClassVar[PageSpec] = PageSpec(columns=())
 
@@ -81,8 +83,9 @@ class Setting:
     def build_model(self, cls: type[MetaLearner], data: Any, hp: dict[str, Any]) -> MetaLearner:
         raise NotImplementedError
 
-    def train(self, model: MetaLearner, data: Any, cfg: RunConfig, steps: int, seed: int,
-              device: torch.device) -> Trained:
+    def train(
+        self, model: MetaLearner, data: Any, cfg: RunConfig, steps: int, seed: int, device: torch.device
+    ) -> Trained:
         raise NotImplementedError
 
     # --- 2. scoring ----------------------------------------------------------------------------------
@@ -95,8 +98,11 @@ class Setting:
 
     def check_record(self, record: dict) -> None:
         """Raise InvalidRecord when the record's section is malformed or contradicts itself."""
-        parts = (("protocol", "protocol", record["protocol"]), ("summary", "summary", record["summary"]),
-                 *((f"runs/{i}", "run", r) for i, r in enumerate(record["runs"])))
+        parts = (
+            ("protocol", "protocol", record["protocol"]),
+            ("summary", "summary", record["summary"]),
+            *((f"runs/{i}", "run", r) for i, r in enumerate(record["runs"])),
+        )
         for where, part, obj in parts:
             sub = self.section_schema.get(part)
             if not sub:

@@ -6,6 +6,7 @@ validation episodes, checked `val_checks` times during training and once at its 
 `selection` says which step won); otherwise it is the model at the end of training.
 The unit of scoring and pairing is the test episode.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,15 +14,16 @@ from types import ModuleType
 
 import numpy as np
 
+from ..protocols import Protocol
 from ..records import mean_ci
 from ..records.io import MEAN_TOLERANCE
-from ..protocols import Protocol
 from .base import PageSpec, Scored, Setting, Trained, register_setting
 
 
 def _training() -> ModuleType:
     """The torch side, loaded when a run starts: reading records and the page never need it."""
     from . import episodic_training
+
     return episodic_training
 
 
@@ -31,28 +33,74 @@ _NULLABLE_NUMBER = {"type": ["number", "null"]}
 class Episodic(Setting):
     unit = "test episode"
     section_schema = {
-        "protocol": {"type": "object",
-                     "required": ["ways", "shots", "queries", "image_size", "test_episodes", "test_split",
-                                  "episodes_fingerprint"],
-                     "properties": {"ways": {"type": "integer", "minimum": 2},
-                                    "shots": {"type": "integer", "minimum": 1},
-                                    "queries": {"type": "integer", "minimum": 1},
-                                    "image_size": {"type": "integer", "minimum": 1},
-                                    "test_episodes": {"type": "integer", "minimum": 1},
-                                    "test_split": {"type": "string"},
-                                    "episodes_fingerprint": {"type": "string"}}},
-        "run": {"type": "object", "required": ["episode_accuracies", "ci95", "n"],
-                "properties": {"episode_accuracies": {"type": "array", "minItems": 1,
-                                                      "items": {"type": "number", "minimum": 0, "maximum": 1}},
-                               "ci95": _NULLABLE_NUMBER, "n": {"type": "integer", "minimum": 1}}},
-        "summary": {"type": "object", "required": ["ci95", "n_episodes"],
-                    "properties": {"ci95": _NULLABLE_NUMBER, "n_episodes": {"type": "integer", "minimum": 1},
-                                   "seed_ci95": _NULLABLE_NUMBER}},
+        "protocol": {
+            "type": "object",
+            "required": [
+                "ways",
+                "shots",
+                "queries",
+                "image_size",
+                "test_episodes",
+                "test_split",
+                "episodes_fingerprint",
+            ],
+            "properties": {
+                "ways": {"type": "integer", "minimum": 2},
+                "shots": {"type": "integer", "minimum": 1},
+                "queries": {"type": "integer", "minimum": 1},
+                "image_size": {"type": "integer", "minimum": 1},
+                "test_episodes": {"type": "integer", "minimum": 1},
+                "test_split": {"type": "string"},
+                "episodes_fingerprint": {"type": "string"},
+            },
+        },
+        "run": {
+            "type": "object",
+            "required": ["episode_accuracies", "ci95", "n"],
+            "properties": {
+                "episode_accuracies": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+                "ci95": _NULLABLE_NUMBER,
+                "n": {"type": "integer", "minimum": 1},
+            },
+        },
+        "summary": {
+            "type": "object",
+            "required": ["ci95", "n_episodes"],
+            "properties": {
+                "ci95": _NULLABLE_NUMBER,
+                "n_episodes": {"type": "integer", "minimum": 1},
+                "seed_ci95": _NULLABLE_NUMBER,
+            },
+        },
     }
-    page = PageSpec(columns=("Rank", "Method", "Backbone", "Accuracy (%)", "Paper (%)", "Mean (%)", "CI95 (%)",
-                             "Seed CI95 (%)", "Episodes", "Seeds", "Train time (s)", "Eval time (s)",
-                             "Selection", "Device", "Date", "Kind", "Note", "Run"),
-                    plots=("shots", "compute", "unit-histogram"), unit_label="test episode")
+    page = PageSpec(
+        columns=(
+            "Rank",
+            "Method",
+            "Backbone",
+            "Accuracy (%)",
+            "Paper (%)",
+            "Mean (%)",
+            "CI95 (%)",
+            "Seed CI95 (%)",
+            "Episodes",
+            "Seeds",
+            "Train time (s)",
+            "Eval time (s)",
+            "Selection",
+            "Device",
+            "Date",
+            "Kind",
+            "Note",
+            "Run",
+        ),
+        plots=("shots", "compute", "unit-histogram"),
+        unit_label="test episode",
+    )
 
     def supports(self, protocol: Protocol) -> str | None:
         return None if protocol.is_single_stage else "it has several stages; episodic settings train one"
@@ -65,8 +113,14 @@ class Episodic(Setting):
             cls.training_episodes(hp, protocol)  # a bad combination fails here, before any data is loaded
 
     def prepare(self, protocol, device, cfg, shared):
-        return _training().prepare_run(protocol, device, cfg.episodes, cfg.data_dir, shared,
-                                       val_episodes=cfg.val_episodes if cfg.select == "auto" else 0)
+        return _training().prepare_run(
+            protocol,
+            device,
+            cfg.episodes,
+            cfg.data_dir,
+            shared,
+            val_episodes=cfg.val_episodes if cfg.select == "auto" else 0,
+        )
 
     def build_model(self, cls, data, hp):
         return _training().build_model(cls, data, hp)
@@ -79,20 +133,31 @@ class Episodic(Setting):
 
     # --- the record section ---------------------------------------------------------------------------
     def protocol_section(self, protocol, data):
-        return {**protocol.summary(), "test_episodes": len(data.episodes),
-                "episodes_fingerprint": data.episodes.fingerprint}
+        return {
+            **protocol.summary(),
+            "test_episodes": len(data.episodes),
+            "episodes_fingerprint": data.episodes.fingerprint,
+        }
 
     def run_section(self, scored: Scored):
         ci = mean_ci(scored.units)
-        return {"episode_accuracies": [float(a) for a in scored.units], "mean": ci.mean,
-                "ci95": _none_if_nan(ci.ci95), "n": ci.n}
+        return {
+            "episode_accuracies": [float(a) for a in scored.units],
+            "mean": ci.mean,
+            "ci95": _none_if_nan(ci.ci95),
+            "n": ci.n,
+        }
 
     def summary_section(self, runs):
         per_episode = np.mean([r["episode_accuracies"] for r in runs], axis=0)
         seed_means = [r["mean"] for r in runs]
-        return {"mean": float(np.mean(seed_means)), "ci95": _none_if_nan(mean_ci(per_episode).ci95),
-                "n_episodes": len(per_episode), "n_seeds": len(runs),
-                "seed_ci95": _none_if_nan(mean_ci(seed_means).ci95)}
+        return {
+            "mean": float(np.mean(seed_means)),
+            "ci95": _none_if_nan(mean_ci(per_episode).ci95),
+            "n_episodes": len(per_episode),
+            "n_seeds": len(runs),
+            "seed_ci95": _none_if_nan(mean_ci(seed_means).ci95),
+        }
 
     def section_problem(self, record):
         for run in record["runs"]:
@@ -100,8 +165,10 @@ class Episodic(Setting):
             if run["n"] != len(accs):
                 return f"seed {run['seed']}: n={run['n']} but {len(accs)} episode accuracies"
             if not math.isclose(run["mean"], sum(accs) / len(accs), abs_tol=MEAN_TOLERANCE):
-                return (f"seed {run['seed']}: recorded mean {run['mean']:.6f} does not match its episode "
-                        f"accuracies ({sum(accs) / len(accs):.6f})")
+                return (
+                    f"seed {run['seed']}: recorded mean {run['mean']:.6f} does not match its episode "
+                    f"accuracies ({sum(accs) / len(accs):.6f})"
+                )
         counts = {len(r["episode_accuracies"]) for r in record["runs"]}
         if len(counts) != 1:
             return f"seeds were evaluated on different numbers of episodes ({sorted(counts)})"

@@ -1,12 +1,14 @@
 """The training side of the episodic settings: data views and fixed episodes, the training loop with
 model selection on validation episodes, and scoring on the fixed test episodes. Kept apart from the
 record side (episodic.py) so that reading records, and the page, never import torch."""
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -27,6 +29,7 @@ from .base import Scored, Trained
 @dataclass
 class Prepared:
     """Everything a run needs from the data, built once and shared by all seeds."""
+
     protocol: Protocol
     train: EpisodeView
     test: EpisodeView
@@ -40,14 +43,22 @@ def episodes_key(protocol: Protocol, split: str) -> str:
     return f"{protocol.name}:v{protocol.version}:{split}"
 
 
-def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None = None,
-                data_dir: str | None = None, built: dict | None = None, val_episodes: int = 0) -> Prepared:
+def prepare_run(
+    protocol: Protocol,
+    device: torch.device,
+    n_episodes: int | None = None,
+    data_dir: str | None = None,
+    built: dict | None = None,
+    val_episodes: int = 0,
+) -> Prepared:
     """Views and fixed test (and validation) episodes for one protocol. `built` shares views between
     protocols of one run (the Caltech-101 -> PACS protocols share their training split), so each is
     built and moved once."""
     if not protocol.is_single_stage:
-        raise BenchError(f"protocol {protocol.name} has {len(protocol.stages)} stages; the episodic settings "
-                         f"run single-stage protocols.")
+        raise BenchError(
+            f"protocol {protocol.name} has {len(protocol.stages)} stages; the episodic settings "
+            f"run single-stage protocols."
+        )
     built = {} if built is None else built
     fps: dict[str, str] = {}
 
@@ -68,9 +79,17 @@ def prepare_run(protocol: Protocol, device: torch.device, n_episodes: int | None
     return Prepared(protocol, train, test, eps, fps, val, val_eps)
 
 
-def evaluate_model(model: MetaLearner, view: EpisodeView, index: FixedEpisodes, protocol: Protocol,
-                   device: torch.device, start: int = 0, stop: int | None = None,
-                   progress: bool = True, desc: str = "test episodes") -> tuple[np.ndarray, float]:
+def evaluate_model(
+    model: MetaLearner,
+    view: EpisodeView,
+    index: FixedEpisodes,
+    protocol: Protocol,
+    device: torch.device,
+    start: int = 0,
+    stop: int | None = None,
+    progress: bool = True,
+    desc: str = "test episodes",
+) -> tuple[np.ndarray, float]:
     """Per-episode query accuracy on fixed episodes start..stop-1, and the seconds it took."""
     place(model, device).eval()
     sampler = EpisodeSampler(view, protocol.episode)
@@ -79,15 +98,16 @@ def evaluate_model(model: MetaLearner, view: EpisodeView, index: FixedEpisodes, 
     accs = []
     sync(device)
     t0 = time.perf_counter()
-    with torch.no_grad(), tqdm(total=stop - start, desc=desc, unit="ep", disable=not progress,
-                               leave=False) as bar:
+    with torch.no_grad(), tqdm(total=stop - start, desc=desc, unit="ep", disable=not progress, leave=False) as bar:
         for i in range(start, stop, step):
             ep = sampler.episodes(index, i, min(i + step, stop)).to(device)
             logits = model.predict_episodes(ep)
             want = (ep.batch_size, ep.query_y.shape[1], ep.ways)
             if tuple(logits.shape) != want:
-                raise BenchError(f"{model.name}.predict returned logits of shape {tuple(logits.shape)}; "
-                                 f"the contract is [episodes, queries, ways] = {list(want)}")
+                raise BenchError(
+                    f"{model.name}.predict returned logits of shape {tuple(logits.shape)}; "
+                    f"the contract is [episodes, queries, ways] = {list(want)}"
+                )
             if not torch.isfinite(logits).all():
                 raise BenchError(f"{model.name}.predict returned non-finite logits on {desc} {i}..")
             accs.append((logits.argmax(-1) == ep.query_y).float().mean(1).cpu())
@@ -119,8 +139,7 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
         bs = model.hp["batch_size"]
         draw = lambda g: tuple(t.to(device) for t in images.sample(bs, g))  # noqa: E731
     else:
-        raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', "
-                         f"not {model.training_data!r}")
+        raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', not {model.training_data!r}")
     val, val_eps, val_split = data.val, data.val_episodes, data.protocol.val
     select = val is not None and val_eps is not None and val_split is not None and steps > 0
     checked: list[tuple[int, float]] = []
@@ -129,27 +148,37 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
 
     def check(module, step):
         assert val is not None and val_eps is not None
-        accs, secs = evaluate_model(module, val, val_eps, data.protocol, device,
-                                    progress=False, desc="validation episodes")
+        accs, secs = evaluate_model(
+            module, val, val_eps, data.protocol, device, progress=False, desc="validation episodes"
+        )
         module.train()
         val_seconds[0] += secs
         acc = float(accs.mean())
         checked.append((step, acc))
         if not best or acc >= best["acc"]:  # ties go to the later, longer-trained model
-            best.update(acc=acc, step=step, state=copy.deepcopy({k: v.detach().cpu() for k, v
-                                                                in module.state_dict().items()}))
+            best.update(
+                acc=acc, step=step, state=copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
+            )
 
     callbacks = [_Checkpoints(max(1, steps // max(1, cfg.val_checks)), check)] if select else []
-    seconds, done = fit(model, draw, steps, seed, device, data.train.device, cfg.progress,
-                        cfg.max_train_time, callbacks)
+    seconds, done = fit(
+        model, draw, steps, seed, device, data.train.device, cfg.progress, cfg.max_train_time, callbacks
+    )
     if not select or val_split is None or val_eps is None:
         return Trained(seconds, done)
     if not checked or checked[-1][0] != done:
         check(model, done)
     model.load_state_dict(best["state"])
-    selection = {"rule": "best-val", "split": val_split.label, "episodes": len(val_eps),
-                 "checked_steps": [s for s, _ in checked], "val_accuracies": [a for _, a in checked],
-                 "chosen_step": best["step"], "val_accuracy": best["acc"], "val_time_s": round(val_seconds[0], 3)}
+    selection = {
+        "rule": "best-val",
+        "split": val_split.label,
+        "episodes": len(val_eps),
+        "checked_steps": [s for s, _ in checked],
+        "val_accuracies": [a for _, a in checked],
+        "chosen_step": best["step"],
+        "val_accuracy": best["acc"],
+        "val_time_s": round(val_seconds[0], 3),
+    }
     return Trained(seconds, done, selection)
 
 
@@ -160,6 +189,5 @@ def score(model: MetaLearner, data: Prepared, device: torch.device, progress: bo
 
 def build_model(cls: type[MetaLearner], data: Prepared, hp: dict[str, Any]) -> MetaLearner:
     p = data.protocol
-    task = TaskInfo(p.episode.ways, p.episode.shots, p.episode.queries, p.image_size, p.channels,
-                    data.train.n_classes)
+    task = TaskInfo(p.episode.ways, p.episode.shots, p.episode.queries, p.image_size, p.channels, data.train.n_classes)
     return cls(task, **hp)

@@ -1,12 +1,14 @@
 """`bench evaluate`: train a method once per seed and score it on every protocol given, through the
 hooks of the protocols' setting; one validated record per protocol, written atomically."""
+
 from __future__ import annotations
 
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 
@@ -27,8 +29,10 @@ def setting_of(protocol: Protocol) -> Setting:
 
 def method_class(name: str) -> type[MetaLearner]:
     if name not in ALGORITHMS and len(ALGORITHMS) == 0:
-        raise BenchError(f"no methods are registered; `import baselines` registers the built-in ones "
-                         f"(the `bench` command does this itself)")
+        raise BenchError(
+            "no methods are registered; `import baselines` registers the built-in ones "
+            "(the `bench` command does this itself)"
+        )
     return ALGORITHMS.get(name)
 
 
@@ -46,9 +50,11 @@ def plan(cfg: RunConfig, method_cls: type[MetaLearner] | None = None):
     setting = setting_of(protos[0])
     for p in protos[1:]:
         if not shares_training(setting, protos[0], setting_of(p), p):
-            raise BenchError(f"protocols {protos[0].name} and {p.name} do not train the same way (training split, "
-                             f"image size, episode shape, budget or recipe family differ); evaluate them in "
-                             f"separate runs.")
+            raise BenchError(
+                f"protocols {protos[0].name} and {p.name} do not train the same way (training split, "
+                f"image size, episode shape, budget or recipe family differ); evaluate them in "
+                f"separate runs."
+            )
     cls = method_cls or method_class(cfg.method)
     for p in protos:
         why = setting.supports(p) or cls.supports(p)
@@ -67,8 +73,9 @@ def plan(cfg: RunConfig, method_cls: type[MetaLearner] | None = None):
     return setting, protos, cls, hp, recipe, steps
 
 
-def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
-             log: Callable[[str], None] = print) -> list[tuple[dict, Path | None]]:
+def evaluate(
+    cfg: RunConfig, method_cls: type[MetaLearner] | None = None, log: Callable[[str], None] = print
+) -> list[tuple[dict, Path | None]]:
     """Train once per seed and score on every protocol of `cfg`; [(record, path or None)], one per protocol."""
     setting, protos, cls, hp, recipe, steps = plan(cfg, method_cls)
     method = cls.name or cfg.method
@@ -84,8 +91,10 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
     run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else res_root / CHECKPOINTS
     budget = f"{steps} training steps{f' or {cfg.max_train_time:g}s' if cfg.max_train_time else ''}"
-    log(f"{method} on {', '.join(p.name for p in protos)}: {budget}, seeds {list(seeds)}, "
-        f"device {dev}" + (f", recipe {recipe.name}" if recipe else ""))
+    log(
+        f"{method} on {', '.join(p.name for p in protos)}: {budget}, seeds {list(seeds)}, "
+        f"device {dev}" + (f", recipe {recipe.name}" if recipe else "")
+    )
     runs: list[list[dict]] = [[] for _ in protos]
     saved: list[Path] = []  # checkpoints written so far; removed if the run fails before any record is
     written: list[Path] = []
@@ -98,34 +107,50 @@ def evaluate(cfg: RunConfig, method_cls: type[MetaLearner] | None = None,
             if cfg.write:
                 ckpt_path = ckpt_root / f"{base_id}-seed{seed}.pt"
                 saved.append(ckpt_path)
-                ckpt = save_checkpoint(model, model.hp, ckpt_path, method, first.name, first.version, seed,
-                                       relative_to=res_root)
+                ckpt = save_checkpoint(
+                    model, model.hp, ckpt_path, method, first.name, first.version, seed, relative_to=res_root
+                )
             for j, (proto, data) in enumerate(zip(protos, datas)):
                 own = setting_of(proto)  # the training is shared; scoring and the record are each setting's
                 scored = own.score(model, data, dev, progress=cfg.progress)
-                entry = {"seed": int(seed), **own.run_section(scored), "train_steps": trained.steps,
-                         "train_budget": {"steps": int(steps), "max_time_s": cfg.max_train_time},
-                         "train_time_s": round(trained.seconds, 3), "eval_time_s": round(scored.seconds, 3),
-                         "selection": to_jsonable(trained.selection), "checkpoint": ckpt,
-                         **to_jsonable(scored.extra)}
+                entry = {
+                    "seed": int(seed),
+                    **own.run_section(scored),
+                    "train_steps": trained.steps,
+                    "train_budget": {"steps": int(steps), "max_time_s": cfg.max_train_time},
+                    "train_time_s": round(trained.seconds, 3),
+                    "eval_time_s": round(scored.seconds, 3),
+                    "selection": to_jsonable(trained.selection),
+                    "checkpoint": ckpt,
+                    **to_jsonable(scored.extra),
+                }
                 if len(protos) > 1:
                     entry["trained_with"] = [p.name for p in protos]  # one training run served all of these
                 chosen = trained.selection.get("chosen_step")
-                log(f"  seed {seed}, {proto.name}: {format_ci(entry['mean'], entry.get('ci95'))}%  "
+                log(
+                    f"  seed {seed}, {proto.name}: {format_ci(entry['mean'], entry.get('ci95'))}%  "
                     f"(train {trained.steps} steps in {trained.seconds:.1f}s"
                     f"{f', kept step {chosen} by validation' if chosen is not None else ''}; "
-                    f"eval {scored.seconds:.1f}s)")
+                    f"eval {scored.seconds:.1f}s)"
+                )
                 runs[j].append(entry)
         # every record is built and checked before the first is written
-        records = [make_record(run_id, setting_of(proto), proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
-                   for run_id, proto, data, proto_runs in zip(run_ids, protos, datas, runs)]
+        records = [
+            make_record(run_id, setting_of(proto), proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
+            for run_id, proto, data, proto_runs in zip(run_ids, protos, datas, runs)
+        ]
         out = []
         for proto, record in zip(protos, records):
             s = record["summary"]
-            seed_part = (f", seed means {format_ci(s['mean'], s['seed_ci95'])}% over {s['n_seeds']} seeds"
-                         if s.get("seed_ci95") is not None else "")
-            log(f"{method} on {proto.name}: {format_ci(s['mean'], s.get('ci95'))}% (95% CI over "
-                f"{len(setting_of(proto).units(record))} {setting_of(proto).unit}s){seed_part}")
+            seed_part = (
+                f", seed means {format_ci(s['mean'], s['seed_ci95'])}% over {s['n_seeds']} seeds"
+                if s.get("seed_ci95") is not None
+                else ""
+            )
+            log(
+                f"{method} on {proto.name}: {format_ci(s['mean'], s.get('ci95'))}% (95% CI over "
+                f"{len(setting_of(proto).units(record))} {setting_of(proto).unit}s){seed_part}"
+            )
             path = None
             if cfg.write:
                 path = write_record(res_root, record)
@@ -147,25 +172,53 @@ def check_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as e:
-        raise BenchError(f"the results folder {folder} cannot be written ({e.strerror or e}); choose another with "
-                         f"--results or ${paths.RESULTS_ENV}") from None
+        raise BenchError(
+            f"the results folder {folder} cannot be written ({e.strerror or e}); choose another with "
+            f"--results or ${paths.RESULTS_ENV}"
+        ) from None
 
 
-def make_record(run_id: str, setting: Setting, proto: Protocol, data: Any, method: str, cls: type[MetaLearner],
-                hp: dict, recipe, runs: list[dict], dev, cfg: RunConfig) -> dict:
-    method_block: dict[str, Any] = {"name": method, "backbone": hp.get("backbone"), "hparams": to_jsonable(hp),
-                                    "paper": cls.paper, "recipe": recipe.name if recipe else None}
+def make_record(
+    run_id: str,
+    setting: Setting,
+    proto: Protocol,
+    data: Any,
+    method: str,
+    cls: type[MetaLearner],
+    hp: dict,
+    recipe,
+    runs: list[dict],
+    dev,
+    cfg: RunConfig,
+) -> dict:
+    method_block: dict[str, Any] = {
+        "name": method,
+        "backbone": hp.get("backbone"),
+        "hparams": to_jsonable(hp),
+        "paper": cls.paper,
+        "recipe": recipe.name if recipe else None,
+    }
     if cfg.source:
         method_block["source"] = dict(cfg.source)
-    summary = {**setting.summary_section(runs),
-               "train_time_s": round(sum(r["train_time_s"] for r in runs), 3),
-               "eval_time_s": round(sum(r["eval_time_s"] for r in runs), 3)}
+    summary = {
+        **setting.summary_section(runs),
+        "train_time_s": round(sum(r["train_time_s"] for r in runs), 3),
+        "eval_time_s": round(sum(r["eval_time_s"] for r in runs), 3),
+    }
     record = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kind": cfg.kind,
-        "setting": setting.name, "protocol": setting.protocol_section(proto, data), "method": method_block,
-        "seeds": [r["seed"] for r in runs], "runs": runs, "summary": summary,
-        "device": device_info(dev), "environment": environment(), "code": git_info(),
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": cfg.kind,
+        "setting": setting.name,
+        "protocol": setting.protocol_section(proto, data),
+        "method": method_block,
+        "seeds": [r["seed"] for r in runs],
+        "runs": runs,
+        "summary": summary,
+        "device": device_info(dev),
+        "environment": environment(),
+        "code": git_info(),
         "data": setting.data_fingerprints(data),
     }
     validate(record)

@@ -1,8 +1,9 @@
 """Paired comparisons of two methods scored on the same units (episodes), unit by unit."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as _st

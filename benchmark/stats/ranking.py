@@ -2,16 +2,20 @@
 with the best mean, and every entry not significantly different from it, share rank 1; the rule is
 applied again to the entries left over for rank 2, and so on. Plus the average rank over protocols.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from .paired import PairedTest, paired_test
+
+K = TypeVar("K", bound=Hashable)  # what an average rank is keyed by: an entry
 
 # Per-unit accuracies (per test episode, per image) are bounded, discrete (multiples of 1 / (ways * queries)) and often
 # skewed near the ceiling, so a paired t-test's normality assumption is doubtful, above all on
@@ -28,7 +32,6 @@ RANKING_RULE = (
     f"Only entries evaluated on the same test episodes (same protocol version and episodes "
     f"fingerprint) are ranked together; the others are shown unranked with a note."
 )
-
 
 
 class NotPairable(ValueError):
@@ -48,8 +51,9 @@ def significantly_different(test: PairedTest, alpha: float = RANK_ALPHA) -> bool
     return bool(p < alpha) if not math.isnan(p) else False
 
 
-def rank_vectors(vectors: Sequence[np.ndarray], means: Sequence[float], names: Sequence[str],
-                 alpha: float = RANK_ALPHA) -> list[Ranked]:
+def rank_vectors(
+    vectors: Sequence[np.ndarray], means: Sequence[float], names: Sequence[str], alpha: float = RANK_ALPHA
+) -> list[Ranked]:
     out: list[Ranked | None] = [None] * len(vectors)
     remaining = list(range(len(vectors)))
     rank = 0
@@ -74,7 +78,7 @@ def rank_vectors(vectors: Sequence[np.ndarray], means: Sequence[float], names: S
     return out  # type: ignore[return-value]
 
 
-def average_ranks(ranks: dict[str, dict[str, int]]) -> dict[str, float]:
+def average_ranks(ranks: Mapping[K, Mapping[str, int]]) -> dict[K, float]:
     """{entry: {protocol: rank}} -> {entry: mean rank over the protocols it has}, as the Meta-Dataset
     leaderboard averages its per-dataset ranks with ties."""
     return {entry: float(np.mean(list(by_protocol.values()))) for entry, by_protocol in ranks.items() if by_protocol}

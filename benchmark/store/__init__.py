@@ -1,4 +1,5 @@
 """Prepared data -> decoded uint8 tensors (cached) -> one split's images grouped by class."""
+
 from .tensors import STORE_VERSION, TensorStore, load_store
 from .views import EpisodeView, build_view
 

@@ -4,8 +4,10 @@ Images are decoded once per (dataset fingerprint, resolution, colour mode) and c
 prepared data as a torch file, so later runs skip decoding; a run needs the cache and manifest only,
 not the Arrow files.
 """
+
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass
@@ -29,8 +31,8 @@ STORE_VERSION = 1
 class TensorStore:
     name: str
     fingerprint: str
-    images: torch.Tensor                 # uint8 [M, C, H, W], on the CPU
-    columns: dict[str, np.ndarray]       # "label" and any metadata column, one entry per image
+    images: torch.Tensor  # uint8 [M, C, H, W], on the CPU
+    columns: dict[str, np.ndarray]  # "label" and any metadata column, one entry per image
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -39,8 +41,9 @@ def _decode(ds, size: int, channels: int) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(ds), size, size, channels), dtype=np.uint8)
     col = ds.cast_column("image", type(ds.features["image"])(decode=False))["image"]
-    for i, item in enumerate(tqdm(col, desc=f"decoding images to {size}x{size}", unit="img",
-                                  mininterval=1.0, disable=len(col) < 2000)):
+    for i, item in enumerate(
+        tqdm(col, desc=f"decoding images to {size}x{size}", unit="img", mininterval=1.0, disable=len(col) < 2000)
+    ):
         img = Image.open(io.BytesIO(item["bytes"])).convert(mode)
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.LANCZOS)
@@ -51,6 +54,7 @@ def _decode(ds, size: int, channels: int) -> np.ndarray:
 def _string_columns(ds) -> dict[str, np.ndarray]:
     """Metadata columns as strings; class ids (ClassLabel or int labels, as hub datasets have) become names."""
     import datasets  # heavy, and only needed when images are decoded
+
     out = {}
     for c, feat in ds.features.items():
         if c == "image":
@@ -80,8 +84,10 @@ def _load_store(dataset: str, image_size: int, channels: int, data_dir: str) -> 
     try:
         ds = prepared.dataset()
     except FileNotFoundError:
-        raise DataError(f"the prepared {dataset} at {prepared.path} has no data files and no image cache "
-                        f"for {image_size}px; prepare it again with `bench data prepare {dataset} --force`.") from None
+        raise DataError(
+            f"the prepared {dataset} at {prepared.path} has no data files and no image cache "
+            f"for {image_size}px; prepare it again with `bench data prepare {dataset} --force`."
+        ) from None
     arr = _decode(ds, image_size, channels)
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     columns = _string_columns(ds)
@@ -92,8 +98,6 @@ def _load_store(dataset: str, image_size: int, channels: int, data_dir: str) -> 
     blob = {"fingerprint": fp, "images": images, "columns": columns, "mean": mean, "std": std}
     buf = io.BytesIO()
     torch.save(blob, buf)
-    try:
+    with contextlib.suppress(OSError):  # a read-only data folder only costs the decode next time
         atomic_write_bytes(cache, buf.getvalue())
-    except OSError:
-        pass  # a read-only data folder only costs the decode next time
     return TensorStore(prepared.name, fp, images, columns, mean, std)

@@ -1,4 +1,5 @@
 """Tensor store -> class-contiguous views of one split, on the training device, that episodes index into."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from .tensors import TensorStore
 @dataclass
 class EpisodeView:
     """One split: images grouped by class (class c holds rows offsets[c] .. offsets[c]+counts[c]-1)."""
+
     label: str
-    images: torch.Tensor      # uint8 [M, C, H, W]
-    offsets: torch.Tensor     # int64 [n_classes]
-    counts: torch.Tensor      # int64 [n_classes]
+    images: torch.Tensor  # uint8 [M, C, H, W]
+    offsets: torch.Tensor  # int64 [n_classes]
+    counts: torch.Tensor  # int64 [n_classes]
     classes: tuple[str, ...]
-    mean: torch.Tensor        # float [C, 1, 1]
+    mean: torch.Tensor  # float [C, 1, 1]
     std: torch.Tensor
     data_fingerprint: str
 
@@ -31,9 +33,17 @@ class EpisodeView:
     def device(self) -> torch.device:
         return self.images.device
 
-    def to(self, device) -> "EpisodeView":
-        return EpisodeView(self.label, self.images.to(device), self.offsets.to(device), self.counts.to(device),
-                           self.classes, self.mean.to(device), self.std.to(device), self.data_fingerprint)
+    def to(self, device) -> EpisodeView:
+        return EpisodeView(
+            self.label,
+            self.images.to(device),
+            self.offsets.to(device),
+            self.counts.to(device),
+            self.classes,
+            self.mean.to(device),
+            self.std.to(device),
+            self.data_fingerprint,
+        )
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
@@ -47,12 +57,14 @@ def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
         keep &= np.isin(store.columns[col], values)
     labels = store.columns["label"]
     if split.class_split or split.classes:
-        wanted = split.classes or class_split(split.class_split)[split.part]
+        wanted = split.classes or class_split(split.class_split or "")[split.part or ""]
         present = set(labels[keep])
         absent = [c for c in wanted if c not in present]
         if absent:
-            raise DataError(f"split {split.label}: {len(absent)} of its classes are not in the prepared "
-                            f"{store.name} (e.g. {absent[:3]}); the prepared data is incomplete or a different dataset.")
+            raise DataError(
+                f"split {split.label}: {len(absent)} of its classes are not in the prepared "
+                f"{store.name} (e.g. {absent[:3]}); the prepared data is incomplete or a different dataset."
+            )
         keep &= np.isin(labels, wanted)
     idx = np.nonzero(keep)[0]
     if idx.size == 0:
@@ -73,6 +85,13 @@ def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
         pos += len(idx)
     images = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     ch = images.shape[1]
-    return EpisodeView(split.label, images.contiguous(), torch.tensor(offsets), torch.tensor(all_counts),
-                       tuple(classes), torch.tensor(store.mean).view(ch, 1, 1), torch.tensor(store.std).view(ch, 1, 1),
-                       store.fingerprint)
+    return EpisodeView(
+        split.label,
+        images.contiguous(),
+        torch.tensor(offsets),
+        torch.tensor(all_counts),
+        tuple(classes),
+        torch.tensor(store.mean).view(ch, 1, 1),
+        torch.tensor(store.std).view(ch, 1, 1),
+        store.fingerprint,
+    )

@@ -3,6 +3,7 @@
 It is imported under a private module name and never registered, so it cannot shadow or clash with
 a built-in method; the record it produces names the file and its sha256.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -65,8 +66,11 @@ def _import_file(path: Path, data: bytes):
         spec.loader.exec_module(module)
     except Exception as e:  # the user's code: report where it failed, in their file
         sys.modules.pop(mod_name, None)
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path.resolve()
-                  or Path(f.filename) == path]
+        frames = [
+            f
+            for f in traceback.extract_tb(e.__traceback__)
+            if Path(f.filename) == path.resolve() or Path(f.filename) == path
+        ]
         line = e.lineno if isinstance(e, SyntaxError) else (frames[-1].lineno if frames else None)
         where = f" (line {line})" if line else ""
         raise SubmissionError(f"{path}: importing it failed{where}: {type(e).__name__}: {e}") from e
@@ -91,24 +95,30 @@ def _find_class(module, path: Path, class_name: str | None) -> type:
             names = [c.__name__ for c in classes]
             close = difflib.get_close_matches(class_name, names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SubmissionError(f"{path}: has no class {class_name!r}.{hint} Classes defined there: "
-                                  f"{', '.join(names) or 'none'}")
+            raise SubmissionError(
+                f"{path}: has no class {class_name!r}.{hint} Classes defined there: {', '.join(names) or 'none'}"
+            )
         return obj
     learners = [c for c in classes if issubclass(c, MetaLearner)]
     if len(learners) == 1:
         return learners[0]
     if len(learners) > 1:
         several = ", ".join(c.__name__ for c in learners)
-        raise SubmissionError(f"{path}: defines several MetaLearner subclasses ({several}); name the one to "
-                              f"submit as {path}:ClassName")
+        raise SubmissionError(
+            f"{path}: defines several MetaLearner subclasses ({several}); name the one to submit as {path}:ClassName"
+        )
     plain = [c.__name__ for c in classes if issubclass(c, pl.LightningModule)]
     if plain:
-        raise SubmissionError(f"{path}: {', '.join(plain)} is a plain pytorch_lightning.LightningModule; a "
-                              f"submission must subclass benchmark.algorithms.MetaLearner (see its docstring "
-                              f"for the contract)")
-    raise SubmissionError(f"{path}: defines no MetaLearner subclass (classes defined there: "
-                          f"{', '.join(c.__name__ for c in classes) or 'none'}); a submission is one "
-                          f"`class MyMethod(benchmark.algorithms.MetaLearner)` in one file")
+        raise SubmissionError(
+            f"{path}: {', '.join(plain)} is a plain pytorch_lightning.LightningModule; a "
+            f"submission must subclass benchmark.algorithms.MetaLearner (see its docstring "
+            f"for the contract)"
+        )
+    raise SubmissionError(
+        f"{path}: defines no MetaLearner subclass (classes defined there: "
+        f"{', '.join(c.__name__ for c in classes) or 'none'}); a submission is one "
+        f"`class MyMethod(benchmark.algorithms.MetaLearner)` in one file"
+    )
 
 
 def contract_problems(cls: type) -> list[str]:
@@ -116,21 +126,24 @@ def contract_problems(cls: type) -> list[str]:
     problems = []
     if not issubclass(cls, MetaLearner):
         if issubclass(cls, pl.LightningModule):
-            problems.append("it is a plain pytorch_lightning.LightningModule; subclass "
-                            "benchmark.algorithms.MetaLearner instead")
+            problems.append(
+                "it is a plain pytorch_lightning.LightningModule; subclass benchmark.algorithms.MetaLearner instead"
+            )
         else:
             problems.append("it does not subclass benchmark.algorithms.MetaLearner")
     base = MetaLearner if issubclass(cls, MetaLearner) else pl.LightningModule
     name = getattr(cls, "name", "")
     if not isinstance(name, str) or not name:
-        problems.append("`name` is missing or empty (a short method name, e.g. name = \"mymethod\")")
+        problems.append('`name` is missing or empty (a short method name, e.g. name = "mymethod")')
     elif not NAME_RE.match(name):
         problems.append(f"`name` {name!r} must be letters, digits and _.+- (it becomes a folder name)")
     else:
         builtin = builtin_methods()
         if name in builtin and builtin[name] is not cls:
-            problems.append(f"`name` {name!r} is a built-in method ({builtin[name].paper}); choose another, "
-                            f"e.g. name = \"{name}-{cls.__name__.lower()}\" or name = \"my-{name}\"")
+            problems.append(
+                f"`name` {name!r} is a built-in method ({builtin[name].paper}); choose another, "
+                f'e.g. name = "{name}-{cls.__name__.lower()}" or name = "my-{name}"'
+            )
     paper = getattr(cls, "paper", "")
     if not isinstance(paper, str) or not paper.strip():
         problems.append("`paper` is missing or empty (a one-line citation string)")
@@ -156,8 +169,11 @@ def contract_problems(cls: type) -> list[str]:
             params = None
         if params is not None:
             names = tuple(p.name for p in params[:4])
-            extra = [p.name for p in params[4:] if p.default is inspect.Parameter.empty
-                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            extra = [
+                p.name
+                for p in params[4:]
+                if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
             if names != PREDICT_PARAMS or extra:
                 got = ", ".join(p.name for p in params)
                 problems.append(f"`predict` must take (support_x, support_y, query_x, ways), not ({got})")
@@ -189,17 +205,22 @@ def dry_check(cls: type[MetaLearner], protocol: Protocol, hparams: dict | None =
         raise SubmissionError(f"{where}: predict raised {type(e).__name__}: {e}") from e
     want = (b, n * q, n)
     if not isinstance(logits, torch.Tensor):
-        raise SubmissionError(f"{where}: predict returned {type(logits).__name__}, not a tensor of logits "
-                              f"[episodes, queries, ways] = {list(want)}")
+        raise SubmissionError(
+            f"{where}: predict returned {type(logits).__name__}, not a tensor of logits "
+            f"[episodes, queries, ways] = {list(want)}"
+        )
     if tuple(logits.shape) != want:
-        raise SubmissionError(f"{where}: predict returned logits of shape {list(logits.shape)}; the contract "
-                              f"is [episodes, queries, ways] = {list(want)}")
+        raise SubmissionError(
+            f"{where}: predict returned logits of shape {list(logits.shape)}; the contract "
+            f"is [episodes, queries, ways] = {list(want)}"
+        )
     if not torch.isfinite(logits).all():
         raise SubmissionError(f"{where}: predict returned non-finite logits")
 
 
-def load_submission(spec: str, protocols: list[str] | None = None, hparams: dict | None = None,
-                    dry: bool = True) -> tuple[type[MetaLearner], dict]:
+def load_submission(
+    spec: str, protocols: list[str] | None = None, hparams: dict | None = None, dry: bool = True
+) -> tuple[type[MetaLearner], dict]:
     """Import `PATH.py[:ClassName]`, check the contract (and a dry predict for each image shape among
     `protocols`, default omniglot-5w1s); (class, source info for the record)."""
     path, class_name = parse_spec(spec)
@@ -208,11 +229,15 @@ def load_submission(spec: str, protocols: list[str] | None = None, hparams: dict
     cls = _find_class(module, path, class_name)
     problems = contract_problems(cls)
     if module.__metabench_registered__:
-        problems.append("the file registers a method with the built-in registry (@register); remove it: "
-                        "submissions are loaded by `bench submit`, not registered")
+        problems.append(
+            "the file registers a method with the built-in registry (@register); remove it: "
+            "submissions are loaded by `bench submit`, not registered"
+        )
     if problems:
-        raise SubmissionError(f"{path}: {cls.__name__} does not meet the method contract "
-                              f"(benchmark/methods/contract.py):\n  - " + "\n  - ".join(problems))
+        raise SubmissionError(
+            f"{path}: {cls.__name__} does not meet the method contract "
+            f"(benchmark/methods/contract.py):\n  - " + "\n  - ".join(problems)
+        )
     assert issubclass(cls, MetaLearner)  # contract_problems says so otherwise
     if dry:
         shapes: dict[tuple[int, int], Protocol] = {}

@@ -1,10 +1,12 @@
 """`bench submit`: run a user's one-file method on protocols through the same harness as the built-ins;
 its records are of kind `submission` and name the file and its sha256."""
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..core.errors import BenchError
 from ..core.registry import UnknownName
@@ -30,14 +32,21 @@ def resolve_protocols(names: list[str] | None) -> list[str]:
         else:
             close = difflib.get_close_matches(n, [*groups, "all", *PROTOCOLS], n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownName(f"unknown protocol {n!r}.{hint} Use a protocol name, a group "
-                              f"({', '.join(sorted(groups))}) or all (see `bench list`).")
+            raise UnknownName(
+                f"unknown protocol {n!r}.{hint} Use a protocol name, a group "
+                f"({', '.join(sorted(groups))}) or all (see `bench list`)."
+            )
         out += [p for p in picked if p not in out]
     return out
 
 
-def submit(spec: str, protocols: list[str] | None = None, log: Callable[[str], None] = print,
-           before_run: Callable[[list[str]], None] | None = None, **run_kwargs: Any) -> list[Path]:
+def submit(
+    spec: str,
+    protocols: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    before_run: Callable[[list[str]], None] | None = None,
+    **run_kwargs: Any,
+) -> list[Path]:
     """Load and check the submission, run it on every selected protocol, print a summary; written paths.
     `before_run(protocol names)` is called once the submission passed its checks (the CLI prepares data)."""
     names = resolve_protocols(protocols)
@@ -55,8 +64,10 @@ def submit(spec: str, protocols: list[str] | None = None, log: Callable[[str], N
             todo.append(n)
     if before_run:
         before_run(todo)
-    log(f"submission {cls.name} ({source['file']}:{source['class']}, sha256 {source['sha256'][:12]}) "
-        f"on {len(todo)} protocol(s)")
+    log(
+        f"submission {cls.name} ({source['file']}:{source['class']}, sha256 {source['sha256'][:12]}) "
+        f"on {len(todo)} protocol(s)"
+    )
     # protocols that train the same way (e.g. caltech101-5w1s and caltech101-to-pacs-*-5w1s) share one
     # training run per seed; each still gets its own record
     groups: dict = {}
@@ -70,8 +81,15 @@ def submit(spec: str, protocols: list[str] | None = None, log: Callable[[str], N
     rows, written = [], []
     for record, path in done:
         r = Record.from_dict(record)
-        rows.append((r.protocol.name, format_ci(r.summary.mean, r.summary.section.get("ci95")),
-                     str(r.summary.section.get("n_episodes", "-")), str(r.summary.n_seeds), str(path or "-")))
+        rows.append(
+            (
+                r.protocol.name,
+                format_ci(r.summary.mean, r.summary.section.get("ci95")),
+                str(r.summary.section.get("n_episodes", "-")),
+                str(r.summary.n_seeds),
+                str(path or "-"),
+            )
+        )
         if path:
             written.append(path)
     if rows:

@@ -4,11 +4,12 @@ It does not trust the numbers in a record: it checks each checkpoint's sha256, r
 protocol's fixed test episodes (their fingerprint must match), reloads the weights and re-runs a
 seeded random sample of test episodes, comparing per-episode accuracies with what was recorded.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -37,10 +38,10 @@ class SeedCheck:
     indices: list[int] = field(default_factory=list)
     recorded: list[float] = field(default_factory=list)
     recomputed: list[float] = field(default_factory=list)
-    bad: list[int] = field(default_factory=list)          # sampled episode indices that disagree
+    bad: list[int] = field(default_factory=list)  # sampled episode indices that disagree
     mean_abs: float = 0.0
-    mean_too_far: bool = False                            # each within a query, but biased on average
-    problem: str | None = None                            # why this seed failed before any re-run
+    mean_too_far: bool = False  # each within a query, but biased on average
+    problem: str | None = None  # why this seed failed before any re-run
 
 
 @dataclass
@@ -61,8 +62,11 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        return not self.problems and bool(self.seeds) and all(
-            s.problem is None and not s.bad and not s.mean_too_far for s in self.seeds)
+        return (
+            not self.problems
+            and bool(self.seeds)
+            and all(s.problem is None and not s.bad and not s.mean_too_far for s in self.seeds)
+        )
 
     def format(self) -> str:
         tol, mtol = self.tolerance
@@ -77,18 +81,25 @@ class VerifyReport:
             for i, r, c in zip(s.indices, s.recorded, s.recomputed):
                 flag = "  <- disagrees" if i in s.bad else ""
                 lines.append(f"    {i:>8}  {r:>9.4f}  {c:>10.4f}  {c - r:>+7.4f}{flag}")
-            lines.append(f"    {len(s.indices)} episodes, mean |diff| {s.mean_abs:.4f} "
-                         f"(allowed: {tol:.4f} per episode, {mtol:.4f} on average)")
+            lines.append(
+                f"    {len(s.indices)} episodes, mean |diff| {s.mean_abs:.4f} "
+                f"(allowed: {tol:.4f} per episode, {mtol:.4f} on average)"
+            )
         lines += [f"  FAIL: {p}" for p in self.problems]
         for s in self.seeds:
             if s.bad:
-                lines.append(f"  FAIL: seed {s.seed}: episode(s) {', '.join(map(str, s.bad))} do not reproduce "
-                             f"the recorded accuracies")
+                lines.append(
+                    f"  FAIL: seed {s.seed}: episode(s) {', '.join(map(str, s.bad))} do not reproduce "
+                    f"the recorded accuracies"
+                )
             elif s.mean_too_far:
                 lines.append(f"  FAIL: seed {s.seed}: mean |diff| {s.mean_abs:.4f} exceeds {mtol:.4f}")
         n = sum(len(s.indices) for s in self.seeds)
-        lines.append(f"verdict: PASS: {n} sampled episode(s) over {len(self.seeds)} seed(s) reproduce the record"
-                     if self.passed else "verdict: FAIL: the record is not reproduced (see above)")
+        lines.append(
+            f"verdict: PASS: {n} sampled episode(s) over {len(self.seeds)} seed(s) reproduce the record"
+            if self.passed
+            else "verdict: FAIL: the record is not reproduced (see above)"
+        )
         return "\n".join(lines)
 
 
@@ -97,8 +108,10 @@ def _resolve_source(file: str, root: Path) -> Path:
     for cand in (p, root.parent / p, root / p):
         if cand.is_file():
             return cand
-    raise VerifyError(f"the submission file {file} named in the record is not here (looked relative to the "
-                      f"current folder and to {root.parent}); pass --source PATH.py")
+    raise VerifyError(
+        f"the submission file {file} named in the record is not here (looked relative to the "
+        f"current folder and to {root.parent}); pass --source PATH.py"
+    )
 
 
 def _sample_episodes(prep: Prepared, key: str, indices: list[int]) -> FixedEpisodes:
@@ -109,17 +122,32 @@ def _sample_episodes(prep: Prepared, key: str, indices: list[int]) -> FixedEpiso
     parts = [fixed_episodes(prep.test, spec, key, 1, start=i) for i in indices]
     full = prep.episodes
     for i, one in zip(indices, parts):
-        if not (torch.equal(one.classes[0], full.classes[i]) and torch.equal(one.slots[0], full.slots[i])
-                and torch.equal(one.qperm[0], full.qperm[i])):
-            raise VerifyError(f"episode {i} generated alone differs from the batched index; this is a bug "
-                              f"in benchmark/episodes.py")
-    return FixedEpisodes(torch.cat([p.classes for p in parts]), torch.cat([p.slots for p in parts]),
-                         torch.cat([p.qperm for p in parts]), f"sample of {full.fingerprint}")
+        if not (
+            torch.equal(one.classes[0], full.classes[i])
+            and torch.equal(one.slots[0], full.slots[i])
+            and torch.equal(one.qperm[0], full.qperm[i])
+        ):
+            raise VerifyError(
+                f"episode {i} generated alone differs from the batched index; this is a bug in benchmark/episodes.py"
+            )
+    return FixedEpisodes(
+        torch.cat([p.classes for p in parts]),
+        torch.cat([p.slots for p in parts]),
+        torch.cat([p.qperm for p in parts]),
+        f"sample of {full.fingerprint}",
+    )
 
 
-def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed: int = 0,
-           data_dir: str | None = None, source: str | None = None, results_root: str | Path | None = None,
-           log: Callable[[str], None] = lambda _m: None) -> VerifyReport:
+def verify(
+    record_path: str | Path,
+    sample: int = 20,
+    device: str = "auto",
+    seed: int = 0,
+    data_dir: str | None = None,
+    source: str | None = None,
+    results_root: str | Path | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> VerifyReport:
     """Re-run a seeded sample of a record's test episodes from its checkpoints; see the module docstring.
     Raises VerifyError when it cannot verify; returns a report whose `passed` is the verdict."""
     path = Path(record_path)
@@ -132,16 +160,19 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
     root = Path(results_root) if results_root else path.resolve().parents[3]
     rp, rm = record.protocol, record.method
     if not isinstance(SETTINGS.get(record.setting), Episodic):
-        raise VerifyError(f"{path}: verify re-runs test episodes; records of the {record.setting} setting are not "
-                          f"episodic")
+        raise VerifyError(
+            f"{path}: verify re-runs test episodes; records of the {record.setting} setting are not episodic"
+        )
     try:
         proto = PROTOCOLS.get(rp.name)
     except UnknownName as e:
         raise VerifyError(f"{path}: {e}") from None
     if proto.version != rp.version:
-        raise VerifyError(f"{path}: the record is for {proto.name} v{rp.version} but this code has "
-                          f"v{proto.version}, whose test episodes differ; verify it with a checkout that has "
-                          f"v{rp.version}")
+        raise VerifyError(
+            f"{path}: the record is for {proto.name} v{rp.version} but this code has "
+            f"v{proto.version}, whose test episodes differ; verify it with a checkout that has "
+            f"v{rp.version}"
+        )
     dev = resolve_device(device)
     nq = proto.episode.ways * proto.episode.queries
     report = VerifyReport(path, rm.name, f"{proto.name} v{proto.version}", nq, str(dev))
@@ -154,9 +185,11 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
         file = Path(source) if source else _resolve_source(src["file"], root)
         got = sha256_bytes(file.read_bytes())
         if got != src["sha256"]:
-            report.problems.append(f"the submission file {file} changed since the record was made (sha256 "
-                                   f"{got[:12]}..., recorded {src['sha256'][:12]}...); the record can only be "
-                                   f"verified with the file that produced it")
+            report.problems.append(
+                f"the submission file {file} changed since the record was made (sha256 "
+                f"{got[:12]}..., recorded {src['sha256'][:12]}...); the record can only be "
+                f"verified with the file that produced it"
+            )
             return report
         cls, _ = load_submission(f"{file}:{src['class']}" if src.get("class") else str(file), dry=False)
         if cls.name != rm.name:
@@ -174,15 +207,19 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
     ensure_prepared(proto.datasets, data_dir)
     prep = prepare_run(proto, dev, n, data_dir)
     if prep.episodes.fingerprint != rp.section["episodes_fingerprint"]:
-        report.problems.append(f"the record's episodes_fingerprint {rp.section['episodes_fingerprint'][:12]}... is not "
-                               f"that of {proto.name} v{proto.version}'s {n} fixed test episodes "
-                               f"({prep.episodes.fingerprint[:12]}...): it was not scored on the protocol's episodes")
+        report.problems.append(
+            f"the record's episodes_fingerprint {rp.section['episodes_fingerprint'][:12]}... is not "
+            f"that of {proto.name} v{proto.version}'s {n} fixed test episodes "
+            f"({prep.episodes.fingerprint[:12]}...): it was not scored on the protocol's episodes"
+        )
         return report
     report.notes.append(f"episodes_fingerprint matches the {n} regenerated test episodes")
     for name, fp in prep.data_fingerprints.items():
         if record.data.get(name) not in (None, fp):
-            report.notes.append(f"prepared {name} here has fingerprint {fp[:12]}..., the record's is "
-                                f"{record.data[name][:12]}...; images may differ")
+            report.notes.append(
+                f"prepared {name} here has fingerprint {fp[:12]}..., the record's is "
+                f"{record.data[name][:12]}...; images may differ"
+            )
 
     rng = np.random.default_rng(seed)
     k = n if sample <= 0 or sample >= n else sample
@@ -199,12 +236,16 @@ def verify(record_path: str | Path, sample: int = 20, device: str = "auto", seed
         cpath = Path(ck.path)
         cpath = cpath if cpath.is_absolute() else root / cpath
         if not cpath.is_file():
-            raise VerifyError(f"{path}: seed {run.seed}: checkpoint {cpath} is missing; a results folder must "
-                              f"keep its {CHECKPOINTS}/ beside the records")
+            raise VerifyError(
+                f"{path}: seed {run.seed}: checkpoint {cpath} is missing; a results folder must "
+                f"keep its {CHECKPOINTS}/ beside the records"
+            )
         got = sha256_file(cpath)
         if got != ck.sha256:
-            check.problem = (f"checkpoint {cpath} has sha256 {got[:12]}..., the record says "
-                             f"{ck.sha256[:12]}...: the weights are not the ones that were scored")
+            check.problem = (
+                f"checkpoint {cpath} has sha256 {got[:12]}..., the record says "
+                f"{ck.sha256[:12]}...: the weights are not the ones that were scored"
+            )
             continue
         blob = torch.load(cpath, map_location="cpu", weights_only=True)
         # a checkpoint trained once for several protocols (run.trained_with) names the first of them
