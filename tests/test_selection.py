@@ -4,6 +4,8 @@ model is the one scored and saved, and the record says which step won; no valida
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,3 +106,32 @@ def test_final_model_when_asked_or_when_the_protocol_has_no_validation_split(syn
     assert PROTOCOLS.get("omniglot-lake-5w1s").val is None
     record, _ = run(tmp_path / "b", protocol="omniglot-lake-5w1s")
     assert record["runs"][0]["selection"] == {"rule": "final"}
+
+
+class SlowLinearProto(LinearProto):
+    name = "slow-linear-proto"
+
+    def training_step(self, ep, batch_idx):
+        time.sleep(0.05)  # a step that costs time, so that a time budget ends training early
+        return super().training_step(ep, batch_idx)
+
+
+def test_a_time_budget_spreads_the_validation_checks_over_time(synthetic, tmp_path):
+    """Under --max-train-time a run may stop far below its step budget; checks then come by time."""
+    record, _ = settings.run(
+        "slow-linear-proto",
+        "omniglot-5w1s",
+        episodes=10,
+        train_steps=100_000,
+        device="cpu",
+        method_cls=SlowLinearProto,
+        results_dir=str(tmp_path),
+        progress=False,
+        val_episodes=5,
+        val_checks=3,
+        max_train_time=2.0,
+        log=lambda _m: None,
+    )
+    run = record["runs"][0]
+    assert run["train_steps"] < 100_000 // 3  # stopped by time before the first step-based check
+    assert len(run["selection"]["checked_steps"]) >= 3  # by time, plus the one at the end

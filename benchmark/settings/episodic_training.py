@@ -117,15 +117,25 @@ def evaluate_model(
 
 
 class _Checkpoints(pl.Callback):
-    """Scores the model on the validation episodes every `every` steps and keeps the best weights."""
+    """Scores the model on the validation episodes every `every` steps and, under a time budget, every
+    `every_s` seconds too (a time-capped run may stop long before its step budget), keeping the best."""
 
-    def __init__(self, every: int, check):
-        self.every, self.check = every, check
+    def __init__(self, every: int, check, every_s: float | None = None):
+        self.every, self.check, self.every_s = every, check, every_s
+        self.t0 = self.next_s = 0.0
+
+    def on_train_start(self, trainer, module):
+        self.t0 = time.perf_counter()
+        self.next_s = self.every_s or 0.0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step > 0 and step % self.every == 0:
+        elapsed = time.perf_counter() - self.t0
+        due_by_time = self.every_s is not None and elapsed >= self.next_s
+        if step > 0 and (step % self.every == 0 or due_by_time):
             self.check(module, step)
+            if self.every_s is not None:
+                self.next_s = time.perf_counter() - self.t0 + self.every_s
 
 
 def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: int, device: torch.device) -> Trained:
@@ -160,7 +170,8 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
                 acc=acc, step=step, state=copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
             )
 
-    callbacks = [_Checkpoints(max(1, steps // max(1, cfg.val_checks)), check)] if select else []
+    every_s = cfg.max_train_time / (cfg.val_checks + 1) if cfg.max_train_time else None
+    callbacks = [_Checkpoints(max(1, steps // max(1, cfg.val_checks)), check, every_s)] if select else []
     seconds, done = fit(
         model, draw, steps, seed, device, data.train.device, cfg.progress, cfg.max_train_time, callbacks
     )
