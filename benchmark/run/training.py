@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+from tqdm.auto import tqdm
 
 from ..core.errors import BenchError
 from .device import place, sync
@@ -46,6 +47,45 @@ class FiniteLoss(pl.Callback):
                 f"training stopped and no result was written. Lower the learning rate "
                 f"or check the method for a numerical bug."
             )
+
+
+class Progress(pl.Callback):
+    """One training bar that tells the truth about the budget: steps, or seconds when a time cap will
+    end training first (Lightning's own bar counts towards a step total the cap never reaches, and
+    starts with empty "Training: 0/?" lines)."""
+
+    def __init__(self, steps: int, max_time_s: float | None):
+        self.steps, self.max_time_s = steps, max_time_s
+        self.bar: tqdm | None = None
+        self.t0 = 0.0
+
+    def on_train_start(self, trainer, module):
+        self.t0 = time.perf_counter()
+        if self.max_time_s:
+            self.bar = tqdm(
+                total=round(self.max_time_s),
+                desc="training (time budget)",
+                leave=False,
+                bar_format="{l_bar}{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]",
+            )
+        else:
+            self.bar = tqdm(total=self.steps, desc="training", unit="step", leave=False)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.bar is None:
+            return
+        if self.max_time_s:
+            self.bar.n = min(round(time.perf_counter() - self.t0), self.bar.total)
+        else:
+            self.bar.n = trainer.global_step
+        metrics = {k: f"{float(v):.3f}" for k, v in trainer.progress_bar_metrics.items()}
+        self.bar.set_postfix(step=trainer.global_step, **metrics, refresh=False)
+        self.bar.refresh()
+
+    def on_train_end(self, trainer, module):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @contextlib.contextmanager
@@ -90,8 +130,8 @@ def fit(
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
-            enable_progress_bar=progress,
-            callbacks=[FiniteLoss(), *callbacks],
+            enable_progress_bar=False,
+            callbacks=[FiniteLoss(), *([Progress(steps, max_time_s)] if progress else []), *callbacks],
             num_sanity_val_steps=0,
             deterministic=False,
             max_time=timedelta(seconds=max_time_s) if max_time_s else None,
