@@ -22,7 +22,6 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-import baselines  # noqa: F401  (registers the built-in methods: the page shows their papers' numbers)
 from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
 from benchmark.page import tables
@@ -52,6 +51,10 @@ def load_board(folder: str, latest_only: bool, signature: tuple) -> boards.Board
 
 def paper_lookup(method: str, protocol: str):
     """What a built-in method's paper reported on a protocol (its PAPER_RESULTS), else None."""
+    # Imported on first use, not at the top: the methods import torch, which takes seconds on a cold start,
+    # and by then the page's header, ranking rule and warnings are already on the reader's screen.
+    import baselines  # noqa: F401  (registers the built-in methods)
+
     return paper_result(ALGORITHMS.get(method), protocol) if method in ALGORITHMS else None
 
 

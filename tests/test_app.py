@@ -179,7 +179,7 @@ def test_launch_runs_streamlit_and_returns_its_exit_code(tmp_path, monkeypatch):
     seen = {}
 
     class FakeProcess:
-        def __init__(self, cmd, env):
+        def __init__(self, cmd, env, preexec_fn=None):
             seen["cmd"], seen["env"] = cmd, env
 
         def wait(self, timeout=None):

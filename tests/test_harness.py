@@ -424,7 +424,7 @@ def test_cli_unknown_hparam(fake_prepared, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["--episodes", "0"], "--episodes must be at least 1"),
+        (["--episodes", "0"], "--episodes must be between 1 and 100,000"),
         (["--seeds", "3", "3"], "lists a seed twice"),
         (["--train-steps", "-5"], "--train-steps must be 0 or more"),
         (["--method", "maml", "--hparam", "train_ways=10"], "drop train_ways=10"),
