@@ -239,7 +239,7 @@ def test_verify_passes(submitted, data_dir, capsys):
     _, path = submitted
     assert verify_cli(path, data_dir) == 0
     out = capsys.readouterr().out
-    assert "verdict: PASS" in out and f"{EPISODES} sampled episode(s)" in out
+    assert "verdict: PASS" in out and f"{EPISODES} episode(s) over 1 seed(s) reproduce the record" in out
 
 
 def forge(path: Path, episode: int, to: Path) -> None:
@@ -324,13 +324,46 @@ def test_verify_a_builtin_method_record(data_dir, tmp_path):
         hparams={"eval_batch": 4},
         log=lambda _m: None,
     )
-    report = verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir))
+    full = verifying.verify(path, device="cpu", data_dir=str(data_dir))  # the default: every episode
+    assert full.passed, full.format()
+    assert full.seeds[0].indices == list(range(EPISODES)) and f"all {EPISODES} test episodes" in full.format()
+    report = verifying.verify(path, sample=5, seed=0, device="cpu", data_dir=str(data_dir))
     assert report.passed, report.format()
     (check,) = report.seeds
     assert len(check.indices) == 5 == len(set(check.indices)) and check.indices == sorted(check.indices)
     assert np.allclose(check.recorded, check.recomputed, atol=1 / 75 + 1e-9)
     # the same seed picks the same sample; another seed another one
-    assert verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir)).seeds[0].indices == check.indices
-    assert (
-        verifying.verify(path, sample=5, seed=1, device="cpu", data_dir=str(data_dir)).seeds[0].indices != check.indices
+    again = verifying.verify(path, sample=5, seed=0, device="cpu", data_dir=str(data_dir))
+    assert again.seeds[0].indices == check.indices
+    other = verifying.verify(path, sample=5, seed=1, device="cpu", data_dir=str(data_dir))
+    assert other.seeds[0].indices != check.indices
+    # without --seed the sample is drawn afresh, and the report says with which seed
+    fresh = verifying.verify(path, sample=5, device="cpu", data_dir=str(data_dir))
+    assert "drawn with --seed" in fresh.format() and fresh.passed
+
+
+@pytest.mark.integration
+def test_verify_refuses_records_out_of_place_or_without_a_real_checkpoint(data_dir, tmp_path, capsys):
+    _, path = harness.run(
+        "protonet",
+        PROTOCOL,
+        episodes=EPISODES,
+        train_steps=0,
+        device="cpu",
+        data_dir=str(data_dir),
+        results_dir=str(tmp_path / "r"),
+        progress=False,
+        log=lambda _m: None,
     )
+    loose = tmp_path / "copy.json"
+    loose.write_text(path.read_text())
+    assert verify_cli(loose, data_dir) == 2
+    assert "is not where a results folder keeps it" in capsys.readouterr().err
+    record = json.loads(path.read_text())
+    fake = tmp_path / "r" / "checkpoints" / "not-a-checkpoint.pt"
+    fake.write_text("weights? no")
+    record["runs"][0]["checkpoint"] = {"path": "checkpoints/not-a-checkpoint.pt", "sha256": sha256_file(fake)}
+    path.write_text(json.dumps(record))
+    assert verify_cli(path, data_dir) == 2
+    err = capsys.readouterr().err
+    assert "is not a checkpoint" in err and "Traceback" not in err

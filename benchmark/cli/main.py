@@ -203,21 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     vf = sub.add_parser(
         "verify",
-        help="re-run a sample of a record's test episodes from its checkpoints",
+        help="re-run a record's test episodes from its checkpoints",
         description=textwrap.dedent("""\
                             Check a result record: its checkpoints' sha256, the submission file's sha256 (for
                             submissions) and the protocol's fixed test episodes (fingerprint); then reload each
-                            seed's weights, re-run a seeded random sample of test episodes and compare the
-                            per-episode accuracies with the record (at most one query per episode may differ,
-                            half a query on average).
+                            seed's weights, re-run every test episode (or --sample N of them, drawn with a
+                            fresh random seed that the report prints) and compare the per-episode accuracies
+                            with the record (at most one query per episode may differ, half a query on average).
+                            The report says how long it took: all 600 episodes of a Conv-4 method take about a
+                            minute on a 2-core CPU.
                             Exit status: 0 verified, 1 not reproduced or tampered with, 2 cannot verify
                             (missing record or checkpoint, unknown protocol or version, data not prepared)."""),
         epilog="example:\n  bench verify results/few-shot/omniglot-5w1s/simpleshot/RUN.json --sample 50",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     vf.add_argument("record", metavar="RECORD.json", help="a record under <results>/<setting>/<protocol>/<method>/")
-    vf.add_argument("--sample", type=int, default=20, help="test episodes to re-run per seed (0: all; default 20)")
-    vf.add_argument("--seed", type=int, default=0, help="seed choosing the sampled episodes (default 0)")
+    vf.add_argument("--sample", type=int, default=0, help="test episodes to re-run per seed (default 0: all of them)")
+    vf.add_argument(
+        "--seed", type=int, default=None, help="seed choosing the sampled episodes (default: a fresh random one)"
+    )
     vf.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     vf.add_argument(
         "--source",

@@ -7,6 +7,8 @@ seeded random sample of test episodes, comparing per-episode accuracies with wha
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,13 +20,16 @@ import torch
 from ..core.errors import BenchError, InvalidRecord
 from ..core.files import sha256_bytes, sha256_file
 from ..core.registry import UnknownName
-from ..data import ensure_prepared
+from ..data import ensure_prepared, load_prepared
 from ..episodes import FixedEpisodes, fixed_episodes
 from ..protocols import PROTOCOLS
 from ..records import Record, to_jsonable
+from ..records import record_path as expected_record_path
 from ..run import CHECKPOINTS, resolve_device
 from ..settings import SETTINGS, Episodic, Prepared, evaluate_model, load_record, method_class, prepare_run, setting_of
 from .loading import load_submission
+
+SHOW_ALL = 50  # per-episode lines in a report; beyond this only episodes that differ are listed
 
 
 class VerifyError(BenchError):
@@ -54,6 +59,8 @@ class VerifyReport:
     seeds: list[SeedCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sampling: str = ""  # which episodes were re-run, and how they were chosen
+    seconds: float = 0.0
 
     @property
     def tolerance(self) -> tuple[float, float]:
@@ -71,16 +78,26 @@ class VerifyReport:
     def format(self) -> str:
         tol, mtol = self.tolerance
         lines = [f"verify {self.record_path}", f"  {self.method} on {self.protocol}, re-run on {self.device}"]
+        if self.sampling:
+            lines.append(f"  {self.sampling}")
         lines += [f"  note: {n}" for n in self.notes]
         for s in self.seeds:
             lines.append(f"  seed {s.seed}: checkpoint {s.checkpoint}")
             if s.problem:
                 lines.append(f"    FAIL: {s.problem}")
                 continue
-            lines.append(f"    {'episode':>8}  {'recorded':>9}  {'recomputed':>10}  {'diff':>7}")
-            for i, r, c in zip(s.indices, s.recorded, s.recomputed):
+            shown = [
+                (i, r, c)
+                for i, r, c in zip(s.indices, s.recorded, s.recomputed)
+                if len(s.indices) <= SHOW_ALL or i in s.bad or abs(c - r) > 1e-9
+            ]
+            if shown:
+                lines.append(f"    {'episode':>8}  {'recorded':>9}  {'recomputed':>10}  {'diff':>7}")
+            for i, r, c in shown[:SHOW_ALL]:
                 flag = "  <- disagrees" if i in s.bad else ""
                 lines.append(f"    {i:>8}  {r:>9.4f}  {c:>10.4f}  {c - r:>+7.4f}{flag}")
+            if len(shown) > SHOW_ALL:
+                lines.append(f"    ... and {len(shown) - SHOW_ALL} more that differ")
             lines.append(
                 f"    {len(s.indices)} episodes, mean |diff| {s.mean_abs:.4f} "
                 f"(allowed: {tol:.4f} per episode, {mtol:.4f} on average)"
@@ -96,7 +113,7 @@ class VerifyReport:
                 lines.append(f"  FAIL: seed {s.seed}: mean |diff| {s.mean_abs:.4f} exceeds {mtol:.4f}")
         n = sum(len(s.indices) for s in self.seeds)
         lines.append(
-            f"verdict: PASS: {n} sampled episode(s) over {len(self.seeds)} seed(s) reproduce the record"
+            f"verdict: PASS: {n} episode(s) over {len(self.seeds)} seed(s) reproduce the record ({self.seconds:.0f} s)"
             if self.passed
             else "verdict: FAIL: the record is not reproduced (see above)"
         )
@@ -111,6 +128,21 @@ def _resolve_source(file: str, root: Path) -> Path:
     raise VerifyError(
         f"the submission file {file} named in the record is not here (looked relative to the "
         f"current folder and to {root.parent}); pass --source PATH.py"
+    )
+
+
+def _results_root(path: Path, record: dict) -> Path:
+    """The results folder a record sits in (<root>/<setting>/<protocol>/<method>/<run>.json): its
+    checkpoints are named relative to it."""
+    full = path.resolve()
+    if len(full.parents) > 3:
+        root = full.parents[3]
+        if expected_record_path(root, record).resolve().parent == full.parent:  # any file name: copies are checked too
+            return root
+    raise VerifyError(
+        f"{path} is not where a results folder keeps it (<results>/{record['setting']}/{record['protocol']['name']}/"
+        f"{record['method']['name']}/{record['run_id']}.json); its checkpoints are found relative to that folder, "
+        f"so verify it in place"
     )
 
 
@@ -140,24 +172,27 @@ def _sample_episodes(prep: Prepared, key: str, indices: list[int]) -> FixedEpiso
 
 def verify(
     record_path: str | Path,
-    sample: int = 20,
+    sample: int = 0,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     data_dir: str | None = None,
     source: str | None = None,
     results_root: str | Path | None = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> VerifyReport:
-    """Re-run a seeded sample of a record's test episodes from its checkpoints; see the module docstring.
-    Raises VerifyError when it cannot verify; returns a report whose `passed` is the verdict."""
+    """Re-run every test episode of a record from its checkpoints (or `sample` of them, chosen with `seed`,
+    a fresh random one when None); see the module docstring. Raises VerifyError when it cannot verify;
+    returns a report whose `passed` is the verdict."""
+    t0 = time.perf_counter()
     path = Path(record_path)
     if not path.is_file():
         raise VerifyError(f"{path}: no such record")
     try:
-        record = Record.from_dict(load_record(path))
+        raw = load_record(path)
+        record = Record.from_dict(raw)
     except (InvalidRecord, UnicodeDecodeError) as e:
         raise VerifyError(f"{path}: not a valid record: {e}") from None
-    root = Path(results_root) if results_root else path.resolve().parents[3]
+    root = Path(results_root) if results_root else _results_root(path, raw)
     rp, rm = record.protocol, record.method
     if not isinstance(SETTINGS.get(record.setting), Episodic):
         raise VerifyError(
@@ -216,14 +251,22 @@ def verify(
     report.notes.append(f"episodes_fingerprint matches the {n} regenerated test episodes")
     for name, fp in prep.data_fingerprints.items():
         if record.data.get(name) not in (None, fp):
+            if record.data[name] == load_prepared(name, data_dir).fingerprint:
+                # records written before data fingerprints covered the decoded pixels name the prepared data
+                continue
             report.notes.append(
-                f"prepared {name} here has fingerprint {fp[:12]}..., the record's is "
+                f"the {name} data here has fingerprint {fp[:12]}..., the record's is "
                 f"{record.data[name][:12]}...; images may differ"
             )
 
-    rng = np.random.default_rng(seed)
-    k = n if sample <= 0 or sample >= n else sample
-    indices = sorted(int(i) for i in rng.choice(n, size=k, replace=False))
+    if sample <= 0 or sample >= n:
+        indices = list(range(n))
+        report.sampling = f"re-running all {n} test episodes per seed"
+    else:
+        # a fixed default seed would let a forger leave the known sample alone and edit the rest
+        seed = secrets.randbits(32) if seed is None else seed
+        indices = sorted(int(i) for i in np.random.default_rng(seed).choice(n, size=sample, replace=False))
+        report.sampling = f"re-running {sample} of {n} test episodes per seed, drawn with --seed {seed}"
     key = f"{proto.name}:v{proto.version}:test"
     sub = replace(prep, episodes=_sample_episodes(prep, key, indices))
     tol, mtol = report.tolerance
@@ -247,7 +290,12 @@ def verify(
                 f"{ck.sha256[:12]}...: the weights are not the ones that were scored"
             )
             continue
-        blob = torch.load(cpath, map_location="cpu", weights_only=True)
+        try:
+            blob = torch.load(cpath, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a file that is not a checkpoint
+            raise VerifyError(f"{path}: seed {run.seed}: {cpath} is not a checkpoint ({type(e).__name__})") from None
+        if not isinstance(blob, dict) or "state_dict" not in blob:
+            raise VerifyError(f"{path}: seed {run.seed}: {cpath} is not a metabench checkpoint")
         # a checkpoint trained once for several protocols (run.trained_with) names the first of them
         trained_for = [proto.name, *run.trained_with]
         meta = {"method": rm.name, "seed": run.seed}
@@ -273,4 +321,5 @@ def verify(
         check.mean_abs = float(diffs.mean())
         check.bad = [i for i, d in zip(indices, diffs) if d > tol]
         check.mean_too_far = check.mean_abs > mtol
+    report.seconds = time.perf_counter() - t0
     return report
