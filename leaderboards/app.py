@@ -112,6 +112,10 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
             ),
             "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
             "Eval time (s)": st.column_config.NumberColumn(format="%.1f"),
+            "Selection": st.column_config.TextColumn(
+                help="which trained model was scored: final (the last) or best-val (the best on the protocol's "
+                "validation episodes; see the record's runs[].selection)"
+            ),
         },
     )
     name = f"{setting}_{protocol}"

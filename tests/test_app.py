@@ -57,7 +57,8 @@ def test_table_shows_methods_with_cis_and_ranks(app):
     assert table["Rank"].tolist() == [1, 1, 2]
     assert all(" ± " in s for s in table["Accuracy (%)"])
     assert "Edited" not in table["Method"].tolist()
-    assert {"Episodes", "Seeds", "Train time (s)", "Eval time (s)", "Device", "Date"} <= set(table.columns)
+    assert {"Episodes", "Seeds", "Train time (s)", "Eval time (s)", "Selection", "Device", "Date"} <= set(table.columns)
+    assert set(table["Selection"]) == {"final"}
     cross = table_for(app, "caltech101-to-pacs-sketch-5w1s")
     assert cross["Method"].tolist() == ["ProtoNet", "Baseline"]
 

@@ -90,27 +90,6 @@ def _paper_of(lookup: PaperLookup | None, method: str, protocol: str) -> Any:
     return lookup(method, protocol) if lookup is not None else None
 
 
-DISPLAY_COLUMNS = [
-    "Rank",
-    "Method",
-    "Backbone",
-    "Accuracy (%)",
-    "Paper (%)",
-    "Mean (%)",
-    "CI95 (%)",
-    "Seed CI95 (%)",
-    "Episodes",
-    "Seeds",
-    "Train time (s)",
-    "Eval time (s)",
-    "Device",
-    "Date",
-    "Kind",
-    "Note",
-    "Run",
-]
-
-
 def units_column(unit_label: str) -> str:
     """The table column counting a setting's units: "test episode" -> "Episodes", "test image" -> "Images"."""
     return unit_label.split()[-1].capitalize() + "s"
@@ -144,6 +123,7 @@ def display_table(
             "Seeds": rows["n_seeds"],
             "Train time (s)": rows["train_time_s"].round(1),
             "Eval time (s)": rows["eval_time_s"].round(1),
+            "Selection": rows["selection"],
             "Device": rows["device"],
             "Date": rows["created"].dt.strftime("%Y-%m-%d %H:%M"),
             "Kind": rows["kind"],
