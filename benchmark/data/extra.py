@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from .builders import IMAGE_SUFFIXES, image_features, make_dataset
-from .prepare import DATASETS, DataError, DatasetSpec
+from .prepare import DATASETS, DataError, DatasetSpec, check_sizes, check_total
 
 SPLITS = ("train", "val", "test")
 
@@ -131,7 +131,9 @@ def assign_splits(
 # --- archives --------------------------------------------------------------------------------------
 
 
-def tar_members(path: Path, keep: Callable[[PurePosixPath], bool]) -> Iterator[tuple[PurePosixPath, bytes]]:
+def tar_members(
+    path: Path, keep: Callable[[PurePosixPath], bool], max_total: int = 8 << 30
+) -> Iterator[tuple[PurePosixPath, bytes]]:
     """(member path, bytes) of each regular member of a .tar.gz that `keep` accepts, in archive order.
 
     Read as one stream, and the gzip stream is drained to its end so that its CRC and length are
@@ -140,10 +142,15 @@ def tar_members(path: Path, keep: Callable[[PurePosixPath], bool]) -> Iterator[t
     try:
         with gzip.open(path, "rb") as gz:
             with tarfile.open(fileobj=gz, mode="r|") as tar:
+                total = 0
                 for member in tar:
                     p = PurePosixPath(member.name)
                     if not member.isfile() or not keep(p):
                         continue
+                    total += member.size
+                    # the sizes come from each header, checked before its data is read (a stream has no index)
+                    check_sizes(path, [(member.name, member.size)], None)
+                    check_total(path, total, max_total)
                     stream = tar.extractfile(member)
                     if stream is None:
                         raise EOFError(f"member {member.name} has no data")

@@ -43,6 +43,7 @@ class DatasetSpec:
     # other files the build reads that resolve_source does not hand it (split files found beside the
     # data); their checksums join the sources', so a changed split file makes prepare rebuild
     auxiliary: Callable[[dict[str, Path]], dict[str, Path]] | None = None
+    max_bytes: int = 8 << 30  # what its archives may unpack to, at most: generous, but not unbounded
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -129,10 +130,36 @@ def resolve_source(spec: DatasetSpec, source: str | os.PathLike | None, data_dir
     return {f: _download(spec.urls[f], data_dir / "downloads" / spec.name / f) for f in spec.files}
 
 
-def open_zip(path: Path) -> zipfile.ZipFile:
-    """Open an archive and check every member's CRC, so a truncated download fails here, clearly."""
+# No image of any dataset here comes near this; a member that claims more is not one of their images.
+MAX_MEMBER_BYTES = 64 << 20
+
+
+def check_sizes(path: Path, sizes: list[tuple[str, int]], max_total: int | None) -> None:
+    """Refuse an archive whose members would unpack beyond what an image, or the dataset, can be, before
+    anything is decompressed (a small archive can unpack to gigabytes)."""
+    big = [(n, s) for n, s in sizes if s > MAX_MEMBER_BYTES]
+    if big:
+        raise DataError(
+            f"{path}: member {big[0][0]} unpacks to {big[0][1] / 2**20:.0f} MiB, more than any image "
+            f"({MAX_MEMBER_BYTES >> 20} MiB); this is not the dataset's official archive"
+        )
+    check_total(path, sum(s for _, s in sizes), max_total)
+
+
+def check_total(path: Path, total: int, max_total: int | None) -> None:
+    if max_total is not None and total > max_total:
+        raise DataError(
+            f"{path} unpacks to more than {total / 2**30:.1f} GiB, more than this dataset can be "
+            f"({max_total / 2**30:.1f} GiB); this is not the dataset's official archive"
+        )
+
+
+def open_zip(path: Path, max_total: int | None = None) -> zipfile.ZipFile:
+    """Open an archive, check what it would unpack to (check_sizes) and every member's CRC, so a truncated
+    download or an archive bomb fails here, clearly."""
     try:
         z = zipfile.ZipFile(path)
+        check_sizes(path, [(i.filename, i.file_size) for i in z.infolist()], max_total)
         bad = z.testzip()
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
         raise DataError(
@@ -194,7 +221,7 @@ def prepare(
         if p.is_file():
             _verify_against_sums(p, digest)
             if p.suffix == ".zip":
-                open_zip(p).close()
+                open_zip(p, spec.max_bytes).close()
         source_sums[fname] = digest
     if spec.auxiliary:
         for key, p in spec.auxiliary(files).items():
