@@ -139,6 +139,9 @@ class _Checkpoints(pl.Callback):
 
 
 def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: int, device: torch.device) -> Trained:
+    remote = getattr(model, "remote_train", None)
+    if remote is not None:  # a sandboxed submission (benchmark.submissions.sandbox) trains in its own process
+        return remote(data, cfg, steps, seed, device)
     draw: Callable[[torch.Generator], object]
     if model.training_data == "episodes":
         sampler = EpisodeSampler(data.train, model.train_spec(data.protocol))

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BenchError
+from ..core.files import sha256_bytes
 from ..core.registry import UnknownName
 from ..protocols import PROTOCOLS
 from ..records import Record, format_ci
 from ..run import RunConfig
 from ..settings import SETTINGS, evaluate, setting_of
-from .loading import DEFAULT_DRY_PROTOCOL, load_submission
+from .loading import DEFAULT_DRY_PROTOCOL, parse_spec
+from .sandbox import Sandbox, open_submission
 
 
 def resolve_protocols(names: list[str] | None) -> list[str]:
@@ -50,8 +52,37 @@ def submit(
     """Load and check the submission, run it on every selected protocol, print a summary; written paths.
     `before_run(protocol names)` is called once the submission passed its checks (the CLI prepares data)."""
     names = resolve_protocols(protocols)
+    path, class_name = parse_spec(spec)
+    sha = sha256_bytes(path.read_bytes())
+    # the file is imported, checked, trained and asked for predictions only inside its sandbox
+    sandbox, cls = open_submission(path, class_name, sha, run_kwargs.get("device", "auto"))
+    try:
+        return _run(
+            sandbox,
+            cls,
+            {"file": str(path), "class": cls.__name__, "sha256": sha},
+            names,
+            protocols,
+            log,
+            before_run,
+            run_kwargs,
+        )
+    finally:
+        sandbox.close()
+
+
+def _run(
+    sandbox: Sandbox,
+    cls: Any,
+    source: dict,
+    names: list[str],
+    protocols: list[str] | None,
+    log: Callable[[str], None],
+    before_run: Callable[[list[str]], None] | None,
+    run_kwargs: dict,
+) -> list[Path]:
     explicit = {n for n in (protocols or [DEFAULT_DRY_PROTOCOL]) if n in PROTOCOLS}
-    cls, source = load_submission(spec, names, run_kwargs.get("hparams"))
+    shapes: dict[tuple[int, int], str] = {}
     todo = []
     for n in names:
         p = PROTOCOLS.get(n)
@@ -62,6 +93,9 @@ def submit(
             log(f"skipping {n}: {why}")
         else:
             todo.append(n)
+            shapes.setdefault((p.image_size, p.channels), n)
+    for name in shapes.values():  # a dry predict per image shape: shape bugs show before any training
+        sandbox.call("dry", {"protocol": name, "hparams": dict(run_kwargs.get("hparams") or {})})
     if before_run:
         before_run(todo)
     log(

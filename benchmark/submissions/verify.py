@@ -7,6 +7,7 @@ seeded random sample of test episodes, comparing per-episode accuracies with wha
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from ..records import Record, to_jsonable
 from ..records import record_path as expected_record_path
 from ..run import CHECKPOINTS, resolve_device
 from ..settings import SETTINGS, Episodic, Prepared, evaluate_model, load_record, method_class, prepare_run, setting_of
-from .loading import load_submission
+from .sandbox import open_submission
 
 SHOW_ALL = 50  # per-episode lines in a report; beyond this only episodes that differ are listed
 
@@ -182,7 +183,22 @@ def verify(
 ) -> VerifyReport:
     """Re-run every test episode of a record from its checkpoints (or `sample` of them, chosen with `seed`,
     a fresh random one when None); see the module docstring. Raises VerifyError when it cannot verify;
-    returns a report whose `passed` is the verdict."""
+    returns a report whose `passed` is the verdict. A submission's code runs in its sandbox."""
+    with contextlib.ExitStack() as stack:
+        return _verify(stack, record_path, sample, device, seed, data_dir, source, results_root, log)
+
+
+def _verify(
+    stack: contextlib.ExitStack,
+    record_path: str | Path,
+    sample: int,
+    device: str,
+    seed: int | None,
+    data_dir: str | None,
+    source: str | None,
+    results_root: str | Path | None,
+    log: Callable[[str], None],
+) -> VerifyReport:
     t0 = time.perf_counter()
     path = Path(record_path)
     if not path.is_file():
@@ -226,7 +242,8 @@ def verify(
                 f"verified with the file that produced it"
             )
             return report
-        cls, _ = load_submission(f"{file}:{src['class']}" if src.get("class") else str(file), dry=False)
+        sandbox, cls = open_submission(file, src.get("class"), got, device)
+        stack.callback(sandbox.close)
         if cls.name != rm.name:
             report.problems.append(f"{file} defines method {cls.name!r}, the record names {rm.name!r}")
             return report
