@@ -150,11 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     perf = sub.add_parser("perf", help="speed: batched MAML vs a per-task loop; ProtoNet evaluation episodes/s")
     perf.add_argument("--device", default="auto")
-    perf.add_argument("--tasks", type=int, default=32, help="MAML tasks per meta-batch (default 32)")
+    perf.add_argument(
+        "--tasks", type=int, default=None, help="MAML tasks per meta-batch (default: 32 on a GPU, 4 on a CPU)"
+    )
     perf.add_argument("--inner-steps", type=int, default=5)
-    perf.add_argument("--repeats", type=int, default=5, help="timed meta-batches per variant")
-    perf.add_argument("--eval-episodes", type=int, default=2000, help="ProtoNet episodes to time")
-    perf.add_argument("--eval-batch", type=int, default=500, help="ProtoNet episodes per forward pass")
+    perf.add_argument(
+        "--repeats", type=int, default=None, help="timed calls per variant (default: 5 on a GPU, 2 on a CPU)"
+    )
+    perf.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help="ProtoNet episodes to time (default: 5000 on a GPU, 100 on a CPU)",
+    )
+    perf.add_argument(
+        "--eval-batch",
+        type=int,
+        default=None,
+        help="ProtoNet episodes per forward pass (default: 500 on a GPU, 50 on a CPU)",
+    )
     perf.add_argument("--out", default=None, help="also write the numbers as JSON here")
     _add_data_dir(perf)
 
