@@ -479,10 +479,12 @@ def random_episodes(b, n, k, q, channels=1, size=16, dtype=torch.float32, seed=0
 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")
 @pytest.mark.parametrize("first_order", [False, True])
-def test_maml_batched_meta_loss_equals_the_loop(first_order):
+@pytest.mark.parametrize("force_vmap", [True, False])  # vmap, and the task-by-task path MAML takes on a CPU
+def test_maml_batched_meta_loss_equals_the_loop(first_order, force_vmap):
     torch.manual_seed(0)
     task = TaskInfo(ways=3, shots=2, queries=2, image_size=16, channels=1, n_train_classes=10)
     model = MAML(task, inner_steps=2, inner_lr=0.3, first_order=first_order).double()
+    model.force_vmap = force_vmap
     ep = random_episodes(3, 3, 2, 2, dtype=torch.float64)
     params = [p for p in model.parameters()]
     batched = model.training_step(ep, 0)

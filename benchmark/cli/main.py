@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-episodes",
         type=int,
         default=None,
-        help="ProtoNet episodes to time (default: 5000 on a GPU, 100 on a CPU)",
+        help="ProtoNet episodes to time (default: 5000 on a GPU, 50 on a CPU)",
     )
     perf.add_argument(
         "--eval-batch",
