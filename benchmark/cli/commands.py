@@ -36,6 +36,21 @@ def _hparams(pairs: list[str]) -> dict:
     return out
 
 
+def _run_options(args) -> dict:
+    """The RunConfig settings `bench evaluate` and `bench submit` both take from their options."""
+    return {
+        "seeds": args.seeds,
+        "episodes": args.episodes,
+        "train_steps": args.train_steps,
+        "max_train_time": args.max_train_time,
+        "device": args.device,
+        "hparams": _hparams(args.hparam),
+        "data_dir": args.data_dir,
+        "results_dir": args.results,
+        "progress": not args.quiet,
+    }
+
+
 def _datasets_of(protocol_names) -> list[str]:
     return list(dict.fromkeys(d for n in protocol_names for d in PROTOCOLS.get(n).datasets))
 
@@ -51,16 +66,8 @@ def cmd_evaluate(args, ap) -> int:
     cfg = RunConfig(
         args.method,
         tuple(protocols),
-        seeds=args.seeds,
-        episodes=args.episodes,
-        train_steps=args.train_steps,
-        max_train_time=args.max_train_time,
-        device=args.device,
-        hparams=_hparams(args.hparam),
-        data_dir=args.data_dir,
-        results_dir=args.results,
+        **_run_options(args),
         write=not args.no_write,
-        progress=not args.quiet,
         select=args.select,
         val_episodes=args.val_episodes,
         val_checks=args.val_checks,
@@ -237,20 +244,7 @@ def cmd_submit(args, ap) -> int:
 
     protocols = protocol_files.resolve(args.protocols, args.data_dir)  # files and added names -> registered
     resolve_device(args.device)  # a bad --device is named before the submission or any data is loaded
-    submit(
-        args.spec,
-        protocols,
-        before_run=prepare_data,
-        seeds=args.seeds,
-        episodes=args.episodes,
-        train_steps=args.train_steps,
-        device=args.device,
-        hparams=_hparams(args.hparam),
-        data_dir=args.data_dir,
-        results_dir=args.results,
-        progress=not args.quiet,
-        max_train_time=args.max_train_time,
-    )
+    submit(args.spec, protocols, before_run=prepare_data, **_run_options(args))
     return 0
 
 

@@ -218,13 +218,8 @@ def dry_check(cls: type[MetaLearner], protocol: Protocol, hparams: dict | None =
         raise SubmissionError(f"{where}: predict returned non-finite logits")
 
 
-def load_submission(
-    spec: str, protocols: list[str] | None = None, hparams: dict | None = None, dry: bool = True
-) -> tuple[type[MetaLearner], dict]:
-    """Import `PATH.py[:ClassName]`, check the contract (and a dry predict for each image shape among
-    `protocols`, default omniglot-5w1s); (class, source info for the record)."""
-    path, class_name = parse_spec(spec)
-    data = path.read_bytes()
+def inspect_file(path: Path, data: bytes, class_name: str | None) -> tuple[type, list[str]]:
+    """Import the file's bytes and find its class: (class, every way it breaks the contract)."""
     module = _import_file(path, data)
     cls = _find_class(module, path, class_name)
     problems = contract_problems(cls)
@@ -233,11 +228,27 @@ def load_submission(
             "the file registers a method with the built-in registry (@register); remove it: "
             "submissions are loaded by `bench submit`, not registered"
         )
+    return cls, problems
+
+
+def contract_error(path: Path, class_name: str, problems: list[str]) -> SubmissionError:
+    return SubmissionError(
+        f"{path}: {class_name} does not meet the method contract "
+        f"(benchmark/methods/contract.py):\n  - " + "\n  - ".join(problems)
+    )
+
+
+def load_submission(
+    spec: str, protocols: list[str] | None = None, hparams: dict | None = None, dry: bool = True
+) -> tuple[type[MetaLearner], dict]:
+    """Import `PATH.py[:ClassName]` in this process, check the contract (and a dry predict for each image
+    shape among `protocols`, default omniglot-5w1s); (class, source info for the record). `bench submit`
+    and `bench verify` do this in a sandbox (sandbox.py) instead."""
+    path, class_name = parse_spec(spec)
+    data = path.read_bytes()
+    cls, problems = inspect_file(path, data, class_name)
     if problems:
-        raise SubmissionError(
-            f"{path}: {cls.__name__} does not meet the method contract "
-            f"(benchmark/methods/contract.py):\n  - " + "\n  - ".join(problems)
-        )
+        raise contract_error(path, cls.__name__, problems)
     assert issubclass(cls, MetaLearner)  # contract_problems says so otherwise
     if dry:
         shapes: dict[tuple[int, int], Protocol] = {}

@@ -26,7 +26,7 @@ from ..methods import MetaLearner
 from ..protocols import EpisodeSpec, Protocol
 from ..settings.base import Trained
 from . import frames
-from .loading import SubmissionError
+from .loading import SubmissionError, contract_error
 
 IMPORT_TIMEOUT_S = 300.0  # importing and checking a submission (torch imports take a while)
 PREDICT_TIMEOUT_S = 600.0  # one batch of test episodes
@@ -236,10 +236,7 @@ def open_submission(
         header = {"file": str(path.resolve()), "class": class_name, "device": device, "sha256": sha256}
         meta, _ = sandbox.call("describe", header, timeout_s=IMPORT_TIMEOUT_S)
         if meta["problems"]:
-            raise SubmissionError(
-                f"{path}: {meta['class']} does not meet the method contract "
-                f"(benchmark/methods/contract.py):\n  - " + "\n  - ".join(meta["problems"])
-            )
+            raise contract_error(path, meta["class"], meta["problems"])
         return sandbox, remote_class(sandbox, meta)
     except BaseException:
         sandbox.close()

@@ -24,7 +24,7 @@ from ..run import RunConfig, resolve_device
 from ..settings.episodic_training import Prepared, train
 from ..store import EpisodeView
 from . import frames
-from .loading import SubmissionError, _find_class, _import_file, contract_problems, dry_check
+from .loading import SubmissionError, dry_check, inspect_file
 
 
 class Worker:
@@ -39,11 +39,7 @@ class Worker:
         data = path.read_bytes()
         if sha256_bytes(data) != h["sha256"]:
             raise SubmissionError(f"{path} changed while it was being submitted; submit it again")
-        module = _import_file(path, data)
-        cls = _find_class(module, path, h.get("class"))
-        problems = contract_problems(cls)
-        if module.__metabench_registered__:
-            problems.append("the file registers a method with the built-in registry (@register); remove it")
+        cls, problems = inspect_file(path, data, h.get("class"))
         if not problems:
             self.cls = cls
         self.device = resolve_device(h.get("device", "cpu"))
