@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from benchmark import records as results
 from benchmark import settings as harness
 from benchmark.algorithms import ALGORITHMS
 from benchmark.backbones import BACKBONES
-from benchmark.cli import main
+from benchmark.cli import listing, main
 from benchmark.core import paths
 from benchmark.core.errors import BenchError
 from benchmark.core.files import sha256_file
@@ -453,6 +455,19 @@ def test_cli_list(tmp_path, capsys):
     assert main(["list", "--method", "maml"]) == 0
     out = capsys.readouterr().out
     assert "inner_lr = 0.4" in out and "first_order = False" in out
+
+
+def test_cli_list_reads_methods_without_importing_them(tmp_path):
+    # the overview answers in about a second because it never imports torch; the names and citations it
+    # reads from baselines/ must be the registry's
+    assert sorted(listing.builtin_methods() or []) == sorted((n, c.paper) for n, c in ALGORITHMS.items())
+    code = (
+        "import sys; from benchmark.cli.main import main; rc = main(['list', '--data-dir', sys.argv[1]]); "
+        "assert rc == 0 and 'torch' not in sys.modules and 'scipy.stats' not in sys.modules, sorted(sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "maml " in out.stdout and "omniglot-5w1s " in out.stdout
 
 
 def test_cli_evaluate_help(capsys):

@@ -10,8 +10,8 @@ import baselines  # noqa: F401  (registers the built-in methods)
 
 from ..core import paths
 from ..core.errors import InvalidRecord
-from ..data import DATASETS, ensure_prepared, prepare, read_manifest_if_prepared
-from ..data.folder import prepare_folder, user_datasets
+from ..data import ensure_prepared, prepare
+from ..data.folder import prepare_folder
 from ..methods import ALGORITHMS
 from ..page.board import compare, load, units
 from ..page.tables import paper_in_ci, paper_text
@@ -99,11 +99,6 @@ def cmd_protocol(args, ap) -> int:
     return 0
 
 
-def _table(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-
-
 def _paper(res) -> str:
     return paper_text(res, unicode=False) or ""
 
@@ -136,60 +131,24 @@ def _paper_vs_here(cls, results: str | None) -> None:
         )
 
 
-def cmd_list(args, ap) -> int:
-    if args.method:
-        cls = ALGORITHMS.get(args.method)
-        print(f"{cls.name}: {cls.paper}\ntrains on: {cls.training_data}\nhyper-parameters (defaults):")
-        for k, v in sorted(cls.defaults().items()):
-            print(f"  {k} = {v!r}")
-        if cls.RECIPES:
-            print("paper recipes (the defaults on matching protocols; --hparam overrides them):")
-            for r in cls.RECIPES:
-                steps = f", {r.train_steps} steps" if r.train_steps else ""
-                print(
-                    f"  {cls.name}:{r.key}: {dict(r.hparams)}{steps}  [{r.source}]"
-                    + (f" note: {r.note}" if r.note else "")
-                )
-        if cls.PAPER_RESULTS:
-            print("reported by the paper:")
-            for name, res in sorted(cls.PAPER_RESULTS.items()):
-                print(f"  {name:<32} {_paper(res)}%  [{res.source}]" + (f" note: {res.note}" if res.note else ""))
-            _paper_vs_here(cls, args.results)
-        return 0
-    print("methods:")
-    print("\n".join(_table([(name, cls.paper) for name, cls in ALGORITHMS.items()])))
-    print("\nsettings:")
-    print("\n".join(_table([(name, s.description) for name, s in SETTINGS.items()])))
-    print("\nprotocols:")
-    print(
-        "\n".join(
-            _table(
-                [
-                    (
-                        name,
-                        f"v{p.version}",
-                        p.setting,
-                        f"{p.episode.ways}-way {p.episode.shots}-shot",
-                        f"{p.image_size}px",
-                        f"{p.test_episodes} test episodes",
-                    )
-                    for name, p in PROTOCOLS.items()
-                ]
+def describe_method(name: str, results: str | None) -> int:
+    """`bench list --method NAME`: hyper-parameters, paper recipes, paper numbers and this project's."""
+    cls = ALGORITHMS.get(name)
+    print(f"{cls.name}: {cls.paper}\ntrains on: {cls.training_data}\nhyper-parameters (defaults):")
+    for k, v in sorted(cls.defaults().items()):
+        print(f"  {k} = {v!r}")
+    if cls.RECIPES:
+        print("paper recipes (the defaults on matching protocols; --hparam overrides them):")
+        for r in cls.RECIPES:
+            steps = f", {r.train_steps} steps" if r.train_steps else ""
+            print(
+                f"  {cls.name}:{r.key}: {dict(r.hparams)}{steps}  [{r.source}]" + (f" note: {r.note}" if r.note else "")
             )
-        )
-    )
-    print(f"\ndatasets (prepared in {paths.data_dir(args.data_dir)}):")
-    for name, spec in DATASETS.items():
-        m = read_manifest_if_prepared(name, args.data_dir)
-        state = (
-            f"prepared: {m['rows']} images, {m['classes']} classes"
-            if m
-            else f"not prepared (bench data prepare {name})"
-        )
-        print(f"  {name:<14} {state}\n  {'':<14} {spec.description}")
-    for name, m in user_datasets(args.data_dir):
-        domains = f", {len(m['domains'])} domains" if m.get("domains") else ""
-        print(f"  {name:<14} yours: {m['rows']} images, {m['classes']} classes{domains}\n  {'':<14} from {m['source']}")
+    if cls.PAPER_RESULTS:
+        print("reported by the paper:")
+        for pname, res in sorted(cls.PAPER_RESULTS.items()):
+            print(f"  {pname:<32} {_paper(res)}%  [{res.source}]" + (f" note: {res.note}" if res.note else ""))
+        _paper_vs_here(cls, results)
     return 0
 
 
@@ -266,7 +225,6 @@ def cmd_verify(args, ap) -> int:
 COMMANDS = {
     "evaluate": cmd_evaluate,
     "data": cmd_data,
-    "list": cmd_list,
     "perf": cmd_perf,
     "leaderboard": cmd_leaderboard,
     "submit": cmd_submit,

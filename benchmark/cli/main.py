@@ -269,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # imported only now, so `bench --help` and argument errors answer without loading torch
     from ..core.errors import BenchError
-    from .commands import COMMANDS
 
+    if args.command == "list":  # the overview needs neither torch nor the methods: about a second
+        from .listing import cmd_list as command
+    else:
+        from .commands import COMMANDS
+
+        command = COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args, ap)
+        return command(args, ap)
     except (BenchError, FileExistsError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2

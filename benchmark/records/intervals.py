@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _st
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,9 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interv
     if n < 2:
         return Interval(mean, math.nan, n, math.nan)
     std = float(x.std(ddof=1))
-    q = float(_st.t.ppf(0.5 + level / 2, df=n - 1))
+    from scipy import stats  # imported here: scipy.stats costs a second, and `bench list` needs no interval
+
+    q = float(stats.t.ppf(0.5 + level / 2, df=n - 1))
     return Interval(mean, q * std / math.sqrt(n), n, std)
 
 
