@@ -1,3 +1,3 @@
 """Registered algorithms: one file each. Importing this package registers them all."""
 
-from . import finetune, maml, protonet  # noqa: F401
+from . import anil, finetune, maml, meta_lstm, meta_sgd, protonet, reptile  # noqa: F401

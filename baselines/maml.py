@@ -1,21 +1,18 @@
-"""Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017), second- or first-order.
+"""Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017), and its first-order variant.
 
 The inner loop adapts a copy of all weights to each task's support set with `inner_steps` SGD
-steps; the outer loop updates the initialisation from the adapted weights' query loss. Tasks are
-batched with `torch.func`: `functional_call` runs the network on a parameter dict, `grad` gives the
-inner gradient (differentiable, so the outer gradient is second-order unless `first_order`), and
-`vmap` runs all tasks of a meta-batch at once. Batch norm uses per-task batch statistics, as MAML does.
-`loop_meta_loss` is the same objective with a plain per-task loop; `bench perf` measures against it.
+steps; the outer loop updates the initialisation from the adapted weights' query loss, through the
+inner gradients (second order) or treating them as constants (`fomaml`, or `maml` with
+first_order=true). Tasks run batched with `torch.func` (gradient.py). Batch norm uses each task's batch
+statistics, as MAML does: the test queries are normalised together (transductive, as Nichol et al.
+2018 point out for the paper's numbers).
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call, grad, vmap
+from benchmark.methods import PaperResult, Recipe, register
 
-from benchmark.methods import HParamError, MetaLearner, PaperResult, Recipe, make_backbone, register
+from .gradient import InnerLoopLearner
 
 _A1 = "Finn et al. 2017, Appendix A.1"
 _ITERS = "the paper trained for 60,000 iterations; here the protocol's step budget"
@@ -29,18 +26,8 @@ _CHEN = (
 )
 
 
-class _Net(nn.Module):
-    def __init__(self, backbone: str, channels: int, size: int, ways: int):
-        super().__init__()
-        self.features = make_backbone(backbone, channels, size, running_stats=False)
-        self.head = nn.Linear(self.features.out_dim, ways)
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
 @register
-class MAML(MetaLearner):
+class MAML(InnerLoopLearner):
     name = "maml"
     paper = "Finn et al., Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks, ICML 2017"
     HPARAMS = {
@@ -125,82 +112,31 @@ class MAML(MetaLearner):
         ),
     }
 
-    force_vmap = False  # vmap on every device (tests and `bench perf` compare the two paths)
+    HPARAM_BOUNDS = {"inner_steps": (1, None), "eval_inner_steps": (1, None)}
 
-    def __init__(self, task, **hp):
-        super().__init__(task, **hp)
-        self.net = _Net(self.hp["backbone"], task.channels, task.image_size, task.ways)
+    def second_order(self) -> bool:
+        return not self.hp["first_order"]
 
-    @classmethod
-    def training_episodes(cls, hp, protocol):
-        spec = super().training_episodes(hp, protocol)
-        if spec.ways != protocol.episode.ways:
-            # the head has one output per test-time way; training on another way count has no meaning here
-            raise HParamError(
-                f"maml trains with the protocol's {protocol.episode.ways} ways (its head has one "
-                f"output per way); drop train_ways={spec.ways}"
-            )
-        return spec
 
-    def _loss(self, params, buffers, x, y):
-        return F.cross_entropy(functional_call(self.net, (params, buffers), (x,)), y)
+_FO_NICHOL = "Finn et al. 2017, as tabulated by Nichol et al. 2018, Table 2 (1st-order MAML + transduction)"
+_FO_FINN = "Finn et al. 2017, Table 1 (MAML, first order approx.)"
 
-    def _adapt(self, params, buffers, sx, sy, steps: int, create_graph: bool):
-        lr = self.hp["inner_lr"]
-        for _ in range(steps):
-            g = grad(self._loss)(params, buffers, sx, sy)
-            if not create_graph:
-                g = {k: v.detach() for k, v in g.items()}
-            params = {k: p - lr * g[k] for k, p in params.items()}
-        return params
 
-    def _query_logits(self, support_x, support_y, query_x, steps: int, create_graph: bool):
-        params = dict(self.net.named_parameters())
-        buffers = dict(self.net.named_buffers())
+@register
+class FOMAML(MAML):
+    """MAML's code path with the inner gradients treated as constants: no second-order terms."""
 
-        def one_task(sx, sy, qx):
-            adapted = self._adapt(params, buffers, sx, sy, steps, create_graph)
-            return functional_call(self.net, (adapted, buffers), (qx,))
+    name = "fomaml"
+    paper = "Finn et al., Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks (first-order), ICML 2017"
+    HPARAMS = {k: v for k, v in MAML.HPARAMS.items() if k != "first_order"}
+    PAPER_RESULTS = {
+        "omniglot-5w1s": PaperResult(98.3, 0.5, _FO_NICHOL),
+        "omniglot-5w5s": PaperResult(99.2, 0.2, _FO_NICHOL),
+        "omniglot-20w1s": PaperResult(89.4, 0.5, _FO_NICHOL),
+        "omniglot-20w5s": PaperResult(97.9, 0.1, _FO_NICHOL),
+        "mini-imagenet-5w1s": PaperResult(48.07, 1.75, _FO_FINN, "32 filters per layer"),
+        "mini-imagenet-5w5s": PaperResult(63.15, 0.91, _FO_FINN, "32 filters per layer"),
+    }
 
-        if support_x.device.type == "cpu" and not self.force_vmap:
-            # On a CPU, vmap's batching rules for convolutions cost more than they save (2-core machine,
-            # Omniglot 5-way 1-shot, 5 inner steps: 2.5 tasks/s batched, 3.2 looped); the same function
-            # task by task computes the same objective (a test checks the two agree).
-            return torch.stack([one_task(sx, sy, qx) for sx, sy, qx in zip(support_x, support_y, query_x)])
-        return vmap(one_task)(support_x, support_y, query_x)
-
-    def predict(self, support_x, support_y, query_x, ways):
-        with torch.enable_grad():
-            logits = self._query_logits(support_x, support_y, query_x, self.hp["eval_inner_steps"], False)
-        return logits.detach()
-
-    def training_step(self, ep, batch_idx):
-        logits = self._query_logits(
-            ep.support_x, ep.support_y, ep.query_x, self.hp["inner_steps"], not self.hp["first_order"]
-        )
-        loss = F.cross_entropy(logits.flatten(0, 1), ep.query_y.flatten())
-        acc = (logits.argmax(-1) == ep.query_y).float().mean()
-        self.log_dict({"loss": loss, "acc": acc}, prog_bar=True, on_step=True)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hp["meta_lr"])
-
-    def loop_meta_loss(self, ep) -> torch.Tensor:
-        """The training objective computed task by task with torch.autograd.grad (the reference for speed)."""
-        names = [n for n, _ in self.net.named_parameters()]
-        base = [p for _, p in self.net.named_parameters()]
-        buffers = dict(self.net.named_buffers())
-        losses = []
-        for t in range(ep.batch_size):
-            params = list(base)
-            for _ in range(self.hp["inner_steps"]):
-                loss = F.cross_entropy(
-                    functional_call(self.net, ({**dict(zip(names, params)), **buffers},), (ep.support_x[t],)),
-                    ep.support_y[t],
-                )
-                gs = torch.autograd.grad(loss, params, create_graph=not self.hp["first_order"])
-                params = [p - self.hp["inner_lr"] * g for p, g in zip(params, gs)]
-            logits = functional_call(self.net, ({**dict(zip(names, params)), **buffers},), (ep.query_x[t],))
-            losses.append(F.cross_entropy(logits, ep.query_y[t]))
-        return torch.stack(losses).mean()
+    def second_order(self) -> bool:
+        return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmark.methods import MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
+from benchmark.methods import HParamError, MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
 
 _EARLY_STOP = (
     "the paper trained until the validation loss stopped improving; here training runs for the "
@@ -27,7 +27,13 @@ _CHEN = (
 class ProtoNet(MetaLearner):
     name = "protonet"
     paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
-    HPARAMS = {"lr": 1e-3, "lr_step": 2000, "lr_gamma": 0.5}
+    HPARAMS = {
+        "lr": 1e-3,
+        "lr_step": 2000,
+        "lr_gamma": 0.5,
+        "distance": "sqeuclidean",  # the paper's; "euclidean" (unsquared) for the ablation in the README
+        "embed": "joint",  # support and query in one pass; "separate": two passes (own batch-norm statistics)
+    }
     # Adam at 1e-3 halved every 2000 episodes (the defaults above) is the paper's schedule for both datasets.
     RECIPES = (
         Recipe(
@@ -88,12 +94,24 @@ class ProtoNet(MetaLearner):
         lead = x.shape[:2]
         return self.encoder(x.flatten(0, 1)).view(*lead, -1)
 
+    @classmethod
+    def resolve_hparams(cls, overrides):
+        hp = super().resolve_hparams(overrides)
+        for key, allowed in (("distance", ("sqeuclidean", "euclidean")), ("embed", ("joint", "separate"))):
+            if hp[key] not in allowed:
+                raise HParamError(f"protonet: {key}={hp[key]!r} is not one of {', '.join(allowed)}")
+        return hp
+
     def predict(self, support_x, support_y, query_x, ways):
-        b, s = support_x.shape[:2]
-        # one pass over support and query together keeps batch-norm statistics and launches shared
-        z = self.embed(torch.cat([support_x, query_x], dim=1))
-        protos = prototypes(z[:, :s], support_y, ways)
-        return -torch.cdist(z[:, s:], protos).pow(2)
+        s = support_x.shape[1]
+        if self.hp["embed"] == "joint":
+            # one pass: in training, batch norm normalises support and query with the same statistics
+            z = self.embed(torch.cat([support_x, query_x], dim=1))
+            zs, zq = z[:, :s], z[:, s:]
+        else:
+            zs, zq = self.embed(support_x), self.embed(query_x)
+        d = torch.cdist(zq, prototypes(zs, support_y, ways))
+        return -(d.pow(2) if self.hp["distance"] == "sqeuclidean" else d)
 
     def training_step(self, ep, batch_idx):
         logits = self.predict_episodes(ep)

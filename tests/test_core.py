@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from episodekit import random_episodes
 from scipy import stats as st
 
 from benchmark import records as results
@@ -464,17 +465,6 @@ def test_prototypes_are_class_means():
             assert torch.allclose(got[b, c], feats[b][labels[b] == c].mean(0))
     empty = prototypes(feats, torch.zeros(3, 7, dtype=torch.long), 2)  # a class with no shots -> zeros
     assert torch.count_nonzero(empty[:, 1]) == 0
-
-
-def random_episodes(b, n, k, q, channels=1, size=16, dtype=torch.float32, seed=0):
-    from benchmark.episodes import Episodes
-
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.randn(b, n * k, channels, size, size, generator=g, dtype=dtype)
-    qx = torch.randn(b, n * q, channels, size, size, generator=g, dtype=dtype)
-    sy = torch.arange(n).repeat_interleave(k).expand(b, -1).contiguous()
-    qy = torch.stack([torch.arange(n).repeat_interleave(q)[torch.randperm(n * q, generator=g)] for _ in range(b)])
-    return Episodes(sx, sy, qx, qy, n, k)
 
 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")

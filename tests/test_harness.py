@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from episodekit import TinyBackbone
 
 import baselines  # noqa: F401  (registers the built-in methods)
 from baselines.protonet import ProtoNet
@@ -49,23 +49,6 @@ SMALL = {
 def small_hparams(method: str) -> dict:
     known = ALGORITHMS.get(method).defaults()
     return {k: v for k, v in SMALL.items() if k in known}
-
-
-class TinyBackbone(nn.Module):
-    """A test-only feature extractor: pool to 4x4, one 3x3 conv with batch norm. Keeps 84px smoke runs cheap."""
-
-    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.AdaptiveAvgPool2d(4),
-            nn.Conv2d(in_channels, 8, 3, padding=1),
-            nn.BatchNorm2d(8, track_running_stats=running_stats),
-            nn.ReLU(),
-        )
-        self.out_dim = 8 * 4 * 4
-
-    def forward(self, x):
-        return self.net(x).flatten(1)
 
 
 @pytest.fixture(scope="module", autouse=False)
@@ -122,6 +105,7 @@ def test_smoke_every_method_on_each_setting(method, protocol, data_dir, tiny_bac
         protocol,
         episodes=4,
         train_steps=2,
+        val_episodes=4,  # model selection runs, on a few episodes (test_selection.py checks it in full)
         device="cpu",
         data_dir=str(data_dir),
         results_dir=str(tmp_path / "results"),

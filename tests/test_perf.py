@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmark.cli.main import main
+from benchmark.cli.perf import GRADIENT_METHODS
 
 
 @pytest.mark.integration
@@ -35,10 +36,18 @@ def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
     )
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "measuring MAML" in printed and "measuring ProtoNet" in printed  # progress lines
+    assert "meta-training throughput" in printed and "measuring ProtoNet" in printed  # progress lines
     result = json.loads(out.read_text())
     assert result["size"] == {"tasks": 2, "repeats": 1, "eval_episodes": 10, "eval_batch": 5}
-    maml = result["maml"]
-    assert maml["vmap_tasks_per_s"] > 0 and maml["loop_tasks_per_s"] > 0
-    assert maml["loss_vmap"] == pytest.approx(maml["loss_loop"], rel=1e-4)
+    assert sorted(result["methods"]) == sorted(GRADIENT_METHODS)
+    for name, m in result["methods"].items():
+        assert m["vmap_tasks_per_s"] > 0 and m["loop_tasks_per_s"] > 0, name
+        assert m["speedup"] == pytest.approx(m["vmap_tasks_per_s"] / m["loop_tasks_per_s"]), name
+        assert m["loss_vmap"] == pytest.approx(m["loss_loop"], rel=1e-4), name  # the same objective
+        assert f"  {name} " in printed, name  # a ratio line per method
     assert result["protonet"]["fixed_episodes_per_s"] > 0
+
+
+def test_bench_perf_refuses_a_method_without_a_reference_loop(capsys):
+    assert main(["perf", "--device", "cpu", "--methods", "protonet"]) == 2
+    assert "no per-task reference loop" in capsys.readouterr().err

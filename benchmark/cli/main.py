@@ -148,11 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(ls)
 
-    perf = sub.add_parser("perf", help="speed: batched MAML vs a per-task loop; ProtoNet evaluation episodes/s")
+    perf = sub.add_parser(
+        "perf", help="speed: each gradient-based method batched vs a per-task loop; ProtoNet evaluation episodes/s"
+    )
     perf.add_argument("--device", default="auto")
     perf.add_argument(
-        "--tasks", type=int, default=None, help="MAML tasks per meta-batch (default: 32 on a GPU, 4 on a CPU)"
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="gradient-based methods to time (default: maml fomaml anil meta-sgd reptile meta-lstm)",
     )
+    perf.add_argument("--tasks", type=int, default=None, help="tasks per meta-batch (default: 32 on a GPU, 4 on a CPU)")
     perf.add_argument("--inner-steps", type=int, default=5)
     perf.add_argument(
         "--repeats", type=int, default=None, help="timed calls per variant (default: 5 on a GPU, 2 on a CPU)"

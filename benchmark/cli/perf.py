@@ -1,7 +1,9 @@
 """`bench perf`: speed numbers measured against a reference in the same run.
 
-1. MAML meta-training throughput (tasks/s): the `torch.func` batched step (vmap over tasks) against
-   the same objective computed with a plain per-task loop, same model, data and device.
+1. Meta-training throughput (tasks/s) of each gradient-based method (MAML, first-order MAML, ANIL,
+   Meta-SGD, Reptile, the LSTM meta-learner): its `torch.func` batched step (vmap over tasks) against
+   the same objective computed with a plain per-task loop, same model, data and device, after checking
+   that the two give the same loss.
 2. ProtoNet evaluation throughput (episodes/s) including episode sampling on the device, and on the
    protocol's fixed test episodes.
 Each figure is the median over `--repeats` timed calls after warm-up, with the device synchronised.
@@ -15,6 +17,7 @@ import time
 
 import torch
 
+from ..core.errors import BenchError
 from ..core.files import atomic_write_text
 from ..episodes import EpisodeSampler
 from ..protocols import PROTOCOLS
@@ -46,43 +49,49 @@ def _build(name: str, prep, hparams: dict):
     return setting_of(prep.protocol).build_model(cls, prep, cls.resolve_hparams(hparams))
 
 
-def maml_speed(device, data_dir, tasks=32, inner_steps=5, repeats=5, loop_repeats=None, log=print) -> dict:
+# The gradient-based meta-learners `bench perf` times: each batched path against its own per-task loop.
+GRADIENT_METHODS = ("maml", "fomaml", "anil", "meta-sgd", "reptile", "meta-lstm")
+
+
+def meta_speed(name: str, device, data_dir, tasks=32, inner_steps=5, repeats=5, loop_repeats=None, log=print) -> dict:
+    """Meta-training throughput of `name`: the torch.func batched step (vmap over tasks), the path training
+    takes on this device, and `loop_meta_loss` (the same objective task by task with torch.autograd)."""
     prep = _omniglot(device, data_dir)
-    model = _build("maml", prep, {"inner_steps": inner_steps, "meta_batch": tasks, "first_order": False}).to(device)
+    cls = method_class(name)
+    hp = {"meta_batch": tasks, "inner_steps": inner_steps}
+    model = _build(name, prep, {k: v for k, v in hp.items() if k in cls.defaults()}).to(device)
     model.log_dict = lambda *a, **k: None  # outside a Trainer there is nothing to log to
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = EpisodeSampler(prep.train, prep.protocol.episode)
     g = torch.Generator(device=device).manual_seed(0)
     batch = sampler.sample(tasks, g)
 
-    def step_vmap():
-        model.force_vmap = True
-        opt.zero_grad(set_to_none=True)
-        model.training_step(sampler.sample(tasks, g), 0).backward()
-        opt.step()
+    def step(vmap: bool | None):
+        def run():
+            opt.zero_grad(set_to_none=True)
+            ep = sampler.sample(tasks, g)
+            if vmap is None:
+                loss = model.loop_meta_loss(ep)
+            else:
+                model.force_vmap = vmap
+                loss = model.training_step(ep, 0)
+            loss.backward()
+            opt.step()
 
-    def step_default():  # what training does on this device: vmap on a GPU, task by task on a CPU
-        model.force_vmap = False
-        opt.zero_grad(set_to_none=True)
-        model.training_step(sampler.sample(tasks, g), 0).backward()
-        opt.step()
+        return run
 
-    def step_loop():
-        opt.zero_grad(set_to_none=True)
-        model.loop_meta_loss(sampler.sample(tasks, g)).backward()
-        opt.step()
-
-    # the objectives agree before we time them (same batch, same weights)
+    # the objectives agree before we time them (same batch, weights and random draws)
     model.force_vmap = True
+    torch.manual_seed(0)
     vm = model.training_step(batch, 0).item()
+    torch.manual_seed(0)
     lp = model.loop_meta_loss(batch).item()
-    t_vmap = _time(step_vmap, repeats, device)
-    t_default = t_vmap if device.type == "cuda" else _time(step_default, repeats, device)
-    t_loop = _time(step_loop, loop_repeats or max(1, repeats // 2), device, warmup=1)
+    t_vmap = _time(step(True), repeats, device)
+    t_default = t_vmap if device.type == "cuda" else _time(step(False), repeats, device)
+    t_loop = _time(step(None), loop_repeats or max(1, repeats // 2), device, warmup=1)
     out = {
         "tasks_per_batch": tasks,
-        "inner_steps": inner_steps,
-        "second_order": True,
+        "inner_steps": model.hp["inner_steps"],
         "episode": str(prep.protocol.episode),
         "loss_vmap": vm,
         "loss_loop": lp,
@@ -94,11 +103,10 @@ def maml_speed(device, data_dir, tasks=32, inner_steps=5, repeats=5, loop_repeat
         "training_path_vs_loop": t_loop / t_default,
     }
     log(
-        f"MAML meta-train (Omniglot 5-way 1-shot, Conv-4/64, {inner_steps} inner steps, second order, "
-        f"{tasks} tasks/batch): vmap {out['vmap_tasks_per_s']:.1f} tasks/s, per-task loop "
-        f"{out['loop_tasks_per_s']:.1f} tasks/s, ratio {out['speedup']:.1f}x (losses {vm:.5f} vs {lp:.5f}); "
-        f"the path training takes here ({out['training_path']}) {out['training_path_tasks_per_s']:.1f} tasks/s, "
-        f"{out['training_path_vs_loop']:.2f}x the loop"
+        f"  {name:<10} vmap {out['vmap_tasks_per_s']:8.1f} tasks/s, loop {out['loop_tasks_per_s']:8.1f} tasks/s, "
+        f"ratio {out['speedup']:5.1f}x; training path ({out['training_path']}) "
+        f"{out['training_path_tasks_per_s']:.1f} tasks/s = {out['training_path_vs_loop']:.2f}x the loop "
+        f"(objectives {vm:.5f} vs {lp:.5f})"
     )
     return out
 
@@ -153,18 +161,30 @@ def main(args) -> int:
     dev = resolve_device(args.device)
     size = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS[dev.type].items()}
     print(
-        f"bench perf on {dev}: MAML {size['tasks']} tasks x {size['repeats']} repeats, ProtoNet "
+        f"bench perf on {dev}: {size['tasks']} tasks x {size['repeats']} repeats per method, ProtoNet "
         f"{size['eval_episodes']} episodes in batches of {size['eval_batch']}"
     )
-    print("measuring MAML meta-training (batched, then the per-task loop) ...", flush=True)
-    maml = maml_speed(dev, args.data_dir, size["tasks"], args.inner_steps, size["repeats"])
+    names = args.methods or GRADIENT_METHODS
+    for n in names:  # named before anything is timed
+        if not hasattr(method_class(n), "loop_meta_loss"):
+            raise BenchError(
+                f"bench perf: {n} has no per-task reference loop to time against; choose among "
+                f"{', '.join(GRADIENT_METHODS)}"
+            )
+    print(
+        f"meta-training throughput, Omniglot 5-way 1-shot, Conv-4/64, {size['tasks']} tasks per batch, "
+        f"{args.inner_steps} inner steps, second order where the method is: batched (vmap) against the same "
+        "objective task by task ...",
+        flush=True,
+    )
+    methods = {n: meta_speed(n, dev, args.data_dir, size["tasks"], args.inner_steps, size["repeats"]) for n in names}
     print("measuring ProtoNet evaluation ...", flush=True)
     protonet = protonet_speed(dev, args.data_dir, size["eval_episodes"], size["eval_batch"], size["repeats"])
     result = {
         "device": device_info(dev),
         "environment": environment(),
         "size": size,
-        "maml": maml,
+        "methods": methods,
         "protonet": protonet,
     }
     if args.out:

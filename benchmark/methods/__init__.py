@@ -1,7 +1,7 @@
 """The method contract (`MetaLearner`), the registry of methods, backbones and paper recipes."""
 
 from ..core.errors import HParamError
-from .backbones import BACKBONES, BatchStatNorm2d, make_backbone
+from .backbones import BACKBONES, BatchStatNorm2d, make_backbone, statistics_from
 from .contract import ALGORITHMS, COMMON_HPARAMS, MetaLearner, TaskInfo, prototypes, register
 from .recipes import PaperResult, Recipe, ResolvedRecipe, paper_result, resolve_recipe
 
@@ -10,6 +10,7 @@ __all__ = [
     "BACKBONES",
     "BatchStatNorm2d",
     "make_backbone",
+    "statistics_from",
     "ALGORITHMS",
     "COMMON_HPARAMS",
     "MetaLearner",

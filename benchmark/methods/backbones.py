@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -26,6 +29,8 @@ class BatchStatNorm2d(nn.Module):
     a per-task loop and finite differences), while these plain ops differentiate exactly.
     """
 
+    stats_rows = 0  # > 0: statistics from the first rows only (see `statistics_from`)
+
     def __init__(self, ch: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -33,9 +38,24 @@ class BatchStatNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
+        ref = x[: self.stats_rows] if self.stats_rows else x
+        mean = ref.mean(dim=(0, 2, 3), keepdim=True)
+        var = (ref - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+@contextmanager
+def statistics_from(module: nn.Module, rows: int) -> Iterator[None]:
+    """Within the block, every BatchStatNorm2d in `module` normalises a batch with the statistics of its
+    first `rows` rows: a support set's statistics applied to the queries that follow it."""
+    norms = [m for m in module.modules() if isinstance(m, BatchStatNorm2d)]
+    for m in norms:
+        m.stats_rows = rows
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.stats_rows = 0
 
 
 def _bn(ch: int, running_stats: bool) -> nn.Module:

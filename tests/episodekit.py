@@ -1,0 +1,54 @@
+"""Random episodes for method tests (the shapes and label layout of the harness's `Episodes`), and a tiny
+backbone that keeps method tests and smoke runs cheap."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from benchmark.episodes import Episodes
+from benchmark.methods import BatchStatNorm2d
+
+
+def random_episodes(b, n, k, q, channels=1, size=16, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(b, n * k, channels, size, size, generator=g, dtype=dtype)
+    qx = torch.randn(b, n * q, channels, size, size, generator=g, dtype=dtype)
+    sy = torch.arange(n).repeat_interleave(k).expand(b, -1).contiguous()
+    qy = torch.stack([torch.arange(n).repeat_interleave(q)[torch.randperm(n * q, generator=g)] for _ in range(b)])
+    return Episodes(sx, sy, qx, qy, n, k)
+
+
+class TinyBackbone(nn.Module):
+    """A test-only feature extractor: pool to 4x4, one 3x3 conv with batch norm. Keeps 84px smoke runs cheap."""
+
+    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4),
+            nn.Conv2d(in_channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8) if running_stats else BatchStatNorm2d(8),
+            nn.ReLU(),
+        )
+        self.out_dim = 8 * 4 * 4
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+class SmallConv(nn.Module):
+    """Two blocks of 3x3 conv (16 filters), batch norm, ReLU and 2x2 max-pool: enough to learn Omniglot in a
+    short CPU run, a few times cheaper than Conv-4."""
+
+    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
+        super().__init__()
+        layers, ch = [], in_channels
+        for _ in range(2):
+            norm = nn.BatchNorm2d(16) if running_stats else BatchStatNorm2d(16)
+            layers += [nn.Conv2d(ch, 16, 3, padding=1), norm, nn.ReLU(), nn.MaxPool2d(2)]
+            ch = 16
+        self.net = nn.Sequential(*layers)
+        self.out_dim = 16 * (image_size // 4) ** 2
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
