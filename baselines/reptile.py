@@ -54,7 +54,9 @@ class Reptile(InnerLoopLearner):
         "meta_step_final": 0.0,
         "meta_batch": 5,
         "transductive": False,
-        "eval_batch": 25,
+        # non-transductive scoring runs the support set once per query: 20-way 1-shot is 300 x 21 images per
+        # episode, so fewer episodes per pass (memory, not results, depends on it)
+        "eval_batch": 5,
     }
     HPARAM_BOUNDS = {
         "inner_steps": (1, None),

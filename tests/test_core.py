@@ -564,3 +564,28 @@ def test_an_unwritable_results_folder_fails_before_training(harness_record, tmp_
             results_dir=str(blocker / "results"),
             log=lambda _m: None,
         )
+
+
+def test_protonet_distance_and_embedding_variants():
+    torch.manual_seed(0)
+    task = TaskInfo(ways=3, shots=2, queries=2, image_size=16, channels=1, n_train_classes=10)
+    ep = random_episodes(2, 3, 2, 2)
+    models = {}
+    for key, hp in {"paper": {}, "unsq": {"distance": "euclidean"}, "two": {"embed": "separate"}}.items():
+        torch.manual_seed(1)
+        models[key] = ProtoNet(task, **hp)
+    with torch.no_grad():
+        # at test time batch norm uses running statistics: one pass or two give the same answer
+        for m in models.values():
+            m.eval()
+        assert torch.allclose(models["two"].predict_episodes(ep), models["paper"].predict_episodes(ep), atol=1e-5)
+        for m in models.values():
+            m.train()
+        paper = models["paper"].predict_episodes(ep)
+        assert torch.allclose(models["unsq"].predict_episodes(ep), -(-paper).clamp_min(0).sqrt(), atol=1e-4)
+        # in training, one pass normalises support and query together, two passes each on its own
+        assert not torch.allclose(models["two"].predict_episodes(ep), paper)
+    with pytest.raises(HParamError, match="distance='cosine' is not one of sqeuclidean, euclidean"):
+        ProtoNet.resolve_hparams({"distance": "cosine"})
+    with pytest.raises(HParamError, match="embed='both' is not one of joint, separate"):
+        ProtoNet.resolve_hparams({"embed": "both"})
