@@ -34,6 +34,25 @@ _NONTRANS = "Nichol et al. 2018, Table 2 (non-transductive; transductive {t})"
 _MI = "Nichol et al. 2018, Table 1 (non-transductive; transductive {t})"
 
 
+_WIDER = "the paper's network has 32 filters per layer, this project's conv4 64. "
+
+
+def _recipe(family, lr, steps, batch, train_shots, eval_batch, iters, note="", **only) -> Recipe:
+    """The paper's set-up for a family (Appendix A; the README's command lines): 5 tasks per meta-batch,
+    50 test-time steps; the episode's one query per class is drawn but not used in training."""
+    hp = {
+        "inner_lr": lr,
+        "inner_steps": steps,
+        "inner_batch": batch,
+        "train_shots": train_shots,
+        "train_queries": 1,
+        "eval_inner_steps": 50,
+        "eval_inner_batch": eval_batch,
+        "meta_batch": 5,
+    }
+    return Recipe(family, hp, source=_TABLE3, note=note + _CODE.format(iters=iters), **only)
+
+
 def _surrogate(theta: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
     """0.5 * ||theta - target||^2, whose gradient in theta is theta - target."""
     return torch.stack([0.5 * (t - m).pow(2).sum() for t, m in zip(theta, target)]).sum()
@@ -67,72 +86,10 @@ class Reptile(InnerLoopLearner):
         "meta_step_final": (0, None),
     }
     RECIPES = (
-        Recipe(
-            "omniglot",
-            {
-                "inner_lr": 1e-3,
-                "inner_steps": 5,
-                "inner_batch": 10,
-                "train_shots": 10,
-                "train_queries": 1,
-                "eval_inner_steps": 50,
-                "eval_inner_batch": 5,
-                "meta_batch": 5,
-            },
-            ways=5,
-            source=_TABLE3,
-            note=_CODE.format(iters="100,000"),
-        ),
-        Recipe(
-            "omniglot",
-            {
-                "inner_lr": 5e-4,
-                "inner_steps": 10,
-                "inner_batch": 20,
-                "train_shots": 10,
-                "train_queries": 1,
-                "eval_inner_steps": 50,
-                "eval_inner_batch": 10,
-                "meta_batch": 5,
-            },
-            ways=20,
-            source=_TABLE3,
-            note=_CODE.format(iters="200,000"),
-        ),
-        Recipe(
-            "mini-imagenet",
-            {
-                "inner_lr": 1e-3,
-                "inner_steps": 8,
-                "inner_batch": 10,
-                "train_shots": 15,
-                "train_queries": 1,
-                "eval_inner_steps": 50,
-                "eval_inner_batch": 5,
-                "meta_batch": 5,
-            },
-            shots=1,
-            source=_TABLE3,
-            note="the paper's network has 32 filters per layer, this project's conv4 64. "
-            + _CODE.format(iters="100,000"),
-        ),
-        Recipe(
-            "mini-imagenet",
-            {
-                "inner_lr": 1e-3,
-                "inner_steps": 8,
-                "inner_batch": 10,
-                "train_shots": 15,
-                "train_queries": 1,
-                "eval_inner_steps": 50,
-                "eval_inner_batch": 15,
-                "meta_batch": 5,
-            },
-            shots=5,
-            source=_TABLE3,
-            note="the paper's network has 32 filters per layer, this project's conv4 64. "
-            + _CODE.format(iters="100,000"),
-        ),
+        _recipe("omniglot", 1e-3, 5, 10, 10, 5, "100,000", ways=5),
+        _recipe("omniglot", 5e-4, 10, 20, 10, 10, "200,000", ways=20),
+        _recipe("mini-imagenet", 1e-3, 8, 10, 15, 5, "100,000", shots=1, note=_WIDER),
+        _recipe("mini-imagenet", 1e-3, 8, 10, 15, 15, "100,000", shots=5, note=_WIDER),
     )
     PAPER_RESULTS = {
         "omniglot-5w1s": PaperResult(95.39, 0.09, _NONTRANS.format(t="97.68 +/- 0.04")),
