@@ -34,6 +34,14 @@ class TaskNet(nn.Module):
         return self.head(self.features(x))
 
 
+def probe_backbone(name: str) -> tuple[int, str | None]:
+    """(weights at 3 channels and 84px, the first normalisation layer that is not a BatchStatNorm2d or
+    None): methods that choose which images share batch-norm statistics need the latter to be None."""
+    net = make_backbone(name, 3, 84, running_stats=False)
+    foreign = [type(m).__name__ for m in net.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    return sum(p.numel() for p in net.parameters()), foreign[0] if foreign else None
+
+
 def per_task(fn: Callable, batched: bool, *tensors: torch.Tensor) -> torch.Tensor:
     """fn over the leading (task) dimension: vmap, or a plain loop stacking the results."""
     if batched:

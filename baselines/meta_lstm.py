@@ -27,7 +27,6 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from benchmark.methods import (
-    BACKBONES,
     HParamError,
     PaperResult,
     Recipe,
@@ -35,7 +34,7 @@ from benchmark.methods import (
     statistics_from,
 )
 
-from .gradient import InnerLoopLearner
+from .gradient import InnerLoopLearner, probe_backbone
 
 MAX_COORDINATES = 1_000_000  # learner weights the LSTM can drive at once: [weights, 20] states per update
 _RL = "Ravi & Larochelle 2017, Sec. 3-4, and the reference code (twitter/meta-learning-lstm)"
@@ -85,15 +84,13 @@ class MetaLSTM(InnerLoopLearner):
     @classmethod
     def resolve_hparams(cls, overrides):
         hp = super().resolve_hparams(overrides)
-        learner = BACKBONES.get(hp["backbone"])(3, 84, running_stats=False)
-        weights = sum(p.numel() for p in learner.parameters())
-        other_norms = [type(m).__name__ for m in learner.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-        if weights > MAX_COORDINATES or other_norms:
+        weights, foreign = probe_backbone(hp["backbone"])
+        if weights > MAX_COORDINATES or foreign:
             why = (
                 f"{weights:,} weights at 84px; every learner weight is one coordinate of its LSTM, and it drives "
                 f"at most {MAX_COORDINATES:,}"
                 if weights > MAX_COORDINATES
-                else f"its {other_norms[0]} layers cannot take the support set's statistics at test time"
+                else f"its {foreign} layers cannot take the support set's statistics at test time"
             )
             raise HParamError(
                 f"meta-lstm cannot drive backbone={hp['backbone']} ({why}); the paper's learner is conv4 "

@@ -1,7 +1,8 @@
 """Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017).
 
 Embed support and query images with one network; a class is the mean embedding of its shots;
-queries are classified by a softmax over negative squared Euclidean distances to the prototypes.
+queries are classified by a softmax over negative squared Euclidean distances to the prototypes
+(unsquared in the Omniglot recipe: measured faster to accuracy, see the recipe's note).
 Trains with Adam, learning rate halved every `lr_step` steps, as in the paper.
 """
 
@@ -31,16 +32,20 @@ class ProtoNet(MetaLearner):
         "lr": 1e-3,
         "lr_step": 2000,
         "lr_gamma": 0.5,
-        "distance": "sqeuclidean",  # the paper's; "euclidean" (unsquared) for the ablation in the README
+        "distance": "sqeuclidean",  # the paper's; "euclidean": unsquared (the Omniglot recipe's)
         "embed": "joint",  # support and query in one pass; "separate": two passes (own batch-norm statistics)
     }
     # Adam at 1e-3 halved every 2000 episodes (the defaults above) is the paper's schedule for both datasets.
     RECIPES = (
         Recipe(
             "omniglot",
-            {"train_ways": 60, "train_queries": 5},
+            {"train_ways": 60, "train_queries": 5, "distance": "euclidean"},
             source="Snell et al. 2017, Sec. 3.1",
-            note="60-way training episodes with 5 queries per class, shots matched to the test shots. The "
+            note="Changed from the paper: unsquared Euclidean distance (the paper's is squared; "
+            "--hparam distance=sqeuclidean restores it). Measured on the 2-core CPU over 3 seeds, it reaches a "
+            "given accuracy sooner: +1.4 points after 300 steps (97.54% against 96.11%) and +3.3 after 60 s "
+            "(studies/protonet-short-budget); whether the gap lasts to the paper's full budget awaits a GPU run. "
+            "60-way training episodes with 5 queries per class, shots matched to the test shots. The "
             "paper trained on all 1,200 Vinyals training characters (4,800 classes with rotations); "
             "this protocol holds 172 of them out for validation (4,112 training classes). The paper "
             "gives no step count for Omniglot; here the protocol's budget. A 60-way episode is about "

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from benchmark.methods import HParamError, PaperResult, Recipe, register
+from benchmark.methods import HParamError, PaperResult, Recipe, register, statistics_from
 
-from .gradient import InnerLoopLearner, Params
+from .gradient import InnerLoopLearner, Params, probe_backbone
 
 _TABLE3 = "Nichol et al. 2018, Appendix A, and the command lines in the reference code's README"
 _CODE = (
@@ -105,6 +105,13 @@ class Reptile(InnerLoopLearner):
         hp = super().resolve_hparams(overrides)
         if hp["inner_optimizer"] not in ("adam", "sgd"):
             raise HParamError(f"reptile: inner_optimizer={hp['inner_optimizer']!r} is not one of adam, sgd")
+        foreign = None if hp["transductive"] else probe_backbone(hp["backbone"])[1]
+        if foreign:
+            raise HParamError(
+                f"reptile: backbone={hp['backbone']} has {foreign} layers, which cannot normalise each query "
+                "with the support set alone (non-transductive scoring); use a backbone built on "
+                "BatchStatNorm2d (conv4, resnet12) or transductive=true"
+            )
         if hp["meta_step_final"] > hp["meta_step"]:
             raise HParamError(
                 f"reptile: meta_step_final={hp['meta_step_final']} is larger than meta_step={hp['meta_step']}; "
@@ -176,20 +183,24 @@ class Reptile(InnerLoopLearner):
                 support_x, support_y, self.hp["eval_inner_steps"], self.hp["eval_inner_batch"], order_rng
             )
         phi = {k: v.detach() for k, v in phi.items()}
-        transductive = self.hp["transductive"]
+        if self.hp["transductive"]:
+            one_task = lambda p, sx, qx: functional_call(self.net, p, (qx,))  # noqa: E731
+        else:
+            # each query with the support set as its own small batch, so batch norm cannot pool the
+            # queries; all of an episode's small batches go through the network in one pass
+            q = query_x.shape[1]
 
-        def one_task(p, sx, qx):
-            if transductive:
-                return functional_call(self.net, p, (qx,))
-            # each query alone with the support set, so batch norm cannot pool the queries
-            both = torch.cat([sx.unsqueeze(0).expand(qx.shape[0], *sx.shape), qx.unsqueeze(1)], dim=1)
-            return vmap(lambda xb: functional_call(self.net, p, (xb,))[-1])(both)
+            def one_task(p, sx, qx):
+                both = torch.cat([sx.unsqueeze(0).expand(q, *sx.shape), qx.unsqueeze(1)], dim=1)
+                return functional_call(self.net, p, (both.flatten(0, 1),)).view(q, sx.shape[0] + 1, -1)[:, -1]
 
-        if self.batched(support_x.device):
-            return vmap(one_task)(phi, support_x, query_x)
-        return torch.stack(
-            [one_task({k: v[t] for k, v in phi.items()}, sx, qx) for t, (sx, qx) in enumerate(zip(support_x, query_x))]
-        )
+        with statistics_from(self.net, groups=1 if self.hp["transductive"] else query_x.shape[1]):
+            if self.batched(support_x.device):
+                return vmap(one_task)(phi, support_x, query_x)
+            tasks = zip(support_x, query_x)
+            return torch.stack(
+                [one_task({k: v[t] for k, v in phi.items()}, sx, qx) for t, (sx, qx) in enumerate(tasks)]
+            )
 
     def loop_meta_loss(self, ep) -> torch.Tensor:
         """The surrogate task by task with torch.autograd.grad: the reference for speed and gradients."""

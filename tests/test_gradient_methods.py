@@ -259,3 +259,29 @@ def test_cli_refuses_bad_hyper_parameters_before_any_data(method, hparam, needle
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and "not prepared" not in err
     assert not (tmp_path / "r").exists() and not empty.exists()
+
+
+class PlainBN(torch.nn.Module):
+    """A backbone whose batch norm is torch's own: it cannot be told which images share statistics."""
+
+    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False)
+        )
+        self.out_dim = 4 * (image_size - 2) ** 2
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+def test_methods_that_place_batch_norm_statistics_refuse_a_backbone_that_cannot():
+    BACKBONES.register("plainbn", PlainBN)
+    try:
+        for name, hp in (("reptile", {}), ("meta-lstm", {})):
+            with pytest.raises(HParamError, match="BatchNorm2d"):
+                ALGORITHMS.get(name).resolve_hparams({"backbone": "plainbn", **hp})
+        # transductive Reptile normalises the queries together: torch's batch norm does that
+        assert ALGORITHMS.get("reptile").resolve_hparams({"backbone": "plainbn", "transductive": True})
+    finally:
+        BACKBONES.unregister("plainbn")

@@ -30,6 +30,7 @@ class BatchStatNorm2d(nn.Module):
     """
 
     stats_rows = 0  # > 0: statistics from the first rows only (see `statistics_from`)
+    groups = 1  # > 1: the batch is that many equal groups, each normalised with its own statistics
 
     def __init__(self, ch: int, eps: float = 1e-5):
         super().__init__()
@@ -38,6 +39,12 @@ class BatchStatNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups > 1:
+            g = x.view(self.groups, -1, *x.shape[1:])
+            mean = g.mean(dim=(1, 3, 4), keepdim=True)
+            var = (g - mean).pow(2).mean(dim=(1, 3, 4), keepdim=True)
+            out = ((g - mean) * torch.rsqrt(var + self.eps)).view_as(x)
+            return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         ref = x[: self.stats_rows] if self.stats_rows else x
         mean = ref.mean(dim=(0, 2, 3), keepdim=True)
         var = (ref - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
@@ -45,17 +52,18 @@ class BatchStatNorm2d(nn.Module):
 
 
 @contextmanager
-def statistics_from(module: nn.Module, rows: int) -> Iterator[None]:
+def statistics_from(module: nn.Module, rows: int = 0, groups: int = 1) -> Iterator[None]:
     """Within the block, every BatchStatNorm2d in `module` normalises a batch with the statistics of its
-    first `rows` rows: a support set's statistics applied to the queries that follow it."""
+    first `rows` rows (a support set's statistics applied to the queries that follow it), or, with
+    `groups`, each of that many equal slices of the batch with its own (many small batches in one pass)."""
     norms = [m for m in module.modules() if isinstance(m, BatchStatNorm2d)]
     for m in norms:
-        m.stats_rows = rows
+        m.stats_rows, m.groups = rows, groups
     try:
         yield
     finally:
         for m in norms:
-            m.stats_rows = 0
+            m.stats_rows, m.groups = 0, 1
 
 
 def _bn(ch: int, running_stats: bool) -> nn.Module:
