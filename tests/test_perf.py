@@ -9,6 +9,11 @@ import pytest
 from benchmark.cli.main import main
 from benchmark.cli.perf import GRADIENT_METHODS
 
+# the three implementations behind the six methods (the shared inner loop, Reptile's, the LSTM's); every
+# method's batched-vs-loop agreement is also tested in test_gradient_methods.py
+TIMED = ["maml", "reptile", "meta-lstm"]
+assert set(TIMED) <= set(GRADIENT_METHODS)
+
 
 @pytest.mark.integration
 def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
@@ -28,6 +33,8 @@ def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
             "10",
             "--eval-batch",
             "5",
+            "--methods",
+            *TIMED,
             "--data-dir",
             str(data_dir),
             "--out",
@@ -39,11 +46,13 @@ def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
     assert "meta-training throughput" in printed and "measuring ProtoNet" in printed  # progress lines
     result = json.loads(out.read_text())
     assert result["size"] == {"tasks": 2, "repeats": 1, "eval_episodes": 10, "eval_batch": 5}
-    assert sorted(result["methods"]) == sorted(GRADIENT_METHODS)
+    assert sorted(result["methods"]) == sorted(TIMED)
     for name, m in result["methods"].items():
         assert m["vmap_tasks_per_s"] > 0 and m["loop_tasks_per_s"] > 0, name
         assert m["speedup"] == pytest.approx(m["vmap_tasks_per_s"] / m["loop_tasks_per_s"]), name
-        assert m["loss_vmap"] == pytest.approx(m["loss_loop"], rel=1e-4), name  # the same objective
+        # the same objective, to float32 rounding (Reptile's small surrogate loss carries Adam-scaled rounding
+        # to about 5e-4 relative; the float64 tests in test_gradient_methods.py check it to 1e-9)
+        assert m["loss_vmap"] == pytest.approx(m["loss_loop"], rel=2e-3), name
         assert f"  {name} " in printed, name  # a ratio line per method
     assert result["protonet"]["fixed_episodes_per_s"] > 0
 
