@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, grad_and_value
 
 from benchmark.methods import (
     HParamError,
@@ -34,7 +34,7 @@ from benchmark.methods import (
     statistics_from,
 )
 
-from .gradient import InnerLoopLearner, probe_backbone
+from .gradient import InnerLoopLearner, per_task, probe_backbone
 
 MAX_COORDINATES = 1_000_000  # learner weights the LSTM can drive at once: [weights, 20] states per update
 _RL = "Ravi & Larochelle 2017, Sec. 3-4, and the reference code (twitter/meta-learning-lstm)"
@@ -157,9 +157,7 @@ class MetaLSTM(InnerLoopLearner):
 
     def _all_tasks(self, support_x, support_y, query_x, at_test: bool):
         fn = lambda sx, sy, qx: self._task(sx, sy, qx, at_test)  # noqa: E731
-        if self.batched(support_x.device):
-            return vmap(fn)(support_x, support_y, query_x)
-        return torch.stack([fn(*row) for row in zip(support_x, support_y, query_x)])
+        return per_task(fn, self.batched(support_x.device), support_x, support_y, query_x)
 
     def predict(self, support_x, support_y, query_x, ways):
         with torch.enable_grad():

@@ -122,7 +122,6 @@ class Reptile(InnerLoopLearner):
     # --- the inner loop: mini-batches of a task's examples, Adam (beta1 = 0) or SGD ----------------------
     def _adapt_task(self, params: Params, x, y, order: torch.Tensor) -> Params:
         """order [steps, batch]: the examples of each step (shared by all tasks of a meta-batch)."""
-        lr, adam = self.hp["inner_lr"], self.hp["inner_optimizer"] == "adam"
 
         def loss(p, xb, yb):
             return F.cross_entropy(functional_call(self.net, p, (xb,)), yb)
@@ -130,13 +129,18 @@ class Reptile(InnerLoopLearner):
         sq = {k: torch.zeros_like(v) for k, v in params.items()}
         for t, idx in enumerate(order, start=1):
             g = grad(loss)(params, x[idx], y[idx])
-            if adam:  # beta1 = 0: the step is the gradient over its running RMS (beta2 = 0.999)
-                sq = {k: 0.999 * sq[k] + 0.001 * g[k] ** 2 for k in g}
-                scale = 1 / (1 - 0.999**t)
-                params = {k: p - lr * g[k] / ((sq[k] * scale).sqrt() + 1e-8) for k, p in params.items()}
-            else:
-                params = {k: p - lr * g[k] for k, p in params.items()}
+            moved = {k: self._inner_update(params[k], g[k], sq[k], t) for k in params}
+            params, sq = {k: m[0] for k, m in moved.items()}, {k: m[1] for k, m in moved.items()}
         return params
+
+    def _inner_update(self, p, g, sq, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One inner step of one weight tensor at step t (from 1): (new weight, new running mean of g^2)."""
+        lr = self.hp["inner_lr"]
+        if self.hp["inner_optimizer"] != "adam":
+            return p - lr * g, sq
+        # beta1 = 0: the step is the gradient over its running RMS (beta2 = 0.999, bias-corrected)
+        sq = 0.999 * sq + 0.001 * g**2
+        return p - lr * g / ((sq * (1 / (1 - 0.999**t))).sqrt() + 1e-8), sq
 
     @staticmethod
     def _order(n: int, steps: int, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -210,7 +214,6 @@ class Reptile(InnerLoopLearner):
         return self._loop_surrogate(ep, names, theta, order)
 
     def _loop_surrogate(self, ep, names, theta, order) -> torch.Tensor:
-        lr, adam = self.hp["inner_lr"], self.hp["inner_optimizer"] == "adam"
         finals = []
         for t in range(ep.batch_size):
             params = [p.detach().requires_grad_() for p in theta]
@@ -219,13 +222,8 @@ class Reptile(InnerLoopLearner):
                 out = functional_call(self.net, dict(zip(names, params)), (ep.support_x[t][idx],))
                 gs = torch.autograd.grad(F.cross_entropy(out, ep.support_y[t][idx]), params)
                 with torch.no_grad():
-                    if adam:
-                        sq = [0.999 * s + 0.001 * g**2 for s, g in zip(sq, gs)]
-                        scale = 1 / (1 - 0.999**step)
-                        params = [p - lr * g / ((s * scale).sqrt() + 1e-8) for p, g, s in zip(params, gs, sq)]
-                    else:
-                        params = [p - lr * g for p, g in zip(params, gs)]
-                params = [p.requires_grad_() for p in params]
+                    moved = [self._inner_update(p, g, s, step) for p, g, s in zip(params, gs, sq)]
+                params, sq = [m[0].requires_grad_() for m in moved], [m[1] for m in moved]
             finals.append([p.detach() for p in params])
         mean = [torch.stack(ps).mean(0) for ps in zip(*finals)]
         return _surrogate(theta, mean)
