@@ -1,3 +1,15 @@
 """Registered algorithms: one file each. Importing this package registers them all."""
 
-from . import anil, finetune, maml, meta_lstm, meta_sgd, protonet, reptile  # noqa: F401
+from . import (  # noqa: F401
+    anil,
+    finetune,
+    maml,
+    matching,
+    meta_lstm,
+    meta_sgd,
+    protonet,
+    relation,
+    reptile,
+    siamese,
+    simpleshot,
+)

@@ -10,7 +10,8 @@ feature of the training data), then L2-normalise. The paper shows this simple re
 many meta-learning methods.
 
 Submit it with `bench submit examples/simpleshot.py --protocols omniglot-5w1s` (see examples/README.md).
-It is deliberately not registered as a built-in method: the submission loader imports it.
+It is the submission walkthrough, so it takes its own name (`my-simpleshot`): the built-in `simpleshot`
+(baselines/simpleshot.py) is the paper's recipe, and a submission may not take a built-in's name.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from benchmark.backbones import make_backbone
 
 
 class SimpleShot(MetaLearner):
-    name = "simpleshot"
+    name = "my-simpleshot"
     paper = "Wang et al., SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot Learning, 2019"
     training_data = "batches"  # (images, class ids) over all meta-training classes
     HPARAMS = {

@@ -20,7 +20,7 @@ from benchmark.core.errors import BenchError
 from benchmark.core.files import atomic_write_text
 from benchmark.core.registry import Registry, UnknownName
 from benchmark.data import DataError
-from benchmark.episodes import EpisodeSampler, ImageBatchSampler, check_fillable, fixed_episodes
+from benchmark.episodes import EpisodeSampler, ImageBatchSampler, check_fillable, fixed_episodes, support_order
 from benchmark.protocols import PROTOCOLS, EpisodeSpec
 from benchmark.records import InvalidRecord, mean_ci
 from benchmark.settings import episodic, episodic_training
@@ -388,6 +388,42 @@ def test_fixed_episodes_golden(make_view):
     assert fe.slots[0, 0].tolist() == [4, 5, 11, 19, 14, 13, 17, 20, 2, 12, 8, 9, 10, 16, 7, 0]
     assert fe.qperm[0, :10].tolist() == [4, 68, 61, 62, 32, 65, 3, 60, 28, 47]
     assert fe.fingerprint.startswith("c55a1325c80205414a5c0af78c87")
+
+
+def test_shuffled_support_is_the_same_episode_in_a_fixed_order(make_view, decode_rows):
+    """Sequence readers get the support in a shuffled order that is a pure function of the episode: the same
+    images and labels as the class-major layout, the same order for every call and batching, frozen
+    integers (so every sequence reader, on every machine, sees the same sequence), and an order that says
+    nothing about the labels."""
+    view = make_view(COUNTS)
+    spec = EpisodeSpec(5, 3, 4)
+    index = fixed_episodes(view, spec, "p:v1:test", 200)
+    plain, shuffled = EpisodeSampler(view, spec), EpisodeSampler(view, spec, shuffle_support=True)
+    a, b = plain.episodes(index, 0, 200), shuffled.episodes(index, 0, 200)
+    assert torch.equal(a.query_x, b.query_x) and torch.equal(a.query_y, b.query_y)
+    ra, rb = decode_rows(a.support_x), decode_rows(b.support_x)
+    for e in range(200):  # the same (image, label) pairs, reordered
+        assert sorted(zip(ra[e].tolist(), a.support_y[e].tolist())) == sorted(
+            zip(rb[e].tolist(), b.support_y[e].tolist())
+        )
+    one = shuffled.episodes(fixed_episodes(view, spec, "p:v1:test", 1, start=17), 0, 1)
+    assert torch.equal(one.support_y[0], b.support_y[17]) and torch.equal(one.support_x[0], b.support_x[17])
+    # not class-major, and each label equally likely at each position (no position predicts a label)
+    assert int((b.support_y.diff(dim=1) >= 0).all(1).sum()) < 3
+    first = torch.bincount(b.support_y[:, 0], minlength=5).float()
+    assert first.min() > 20 and first.max() < 60  # 200 episodes, 40 expected per label
+    order = support_order(index.classes[:2], index.slots[:2], 3)
+    assert order.tolist() == GOLDEN_ORDER
+    g = torch.Generator().manual_seed(0)
+    t = shuffled.sample(64, g)  # training episodes too, with no extra random draws
+    assert int((t.support_y.diff(dim=1) >= 0).all(1).sum()) < 3
+    assert torch.equal(EpisodeSampler(view, spec).sample(64, torch.Generator().manual_seed(0)).query_y, t.query_y)
+
+
+GOLDEN_ORDER = [
+    [5, 12, 14, 1, 9, 10, 7, 3, 13, 0, 2, 8, 4, 11, 6],
+    [0, 7, 9, 4, 10, 13, 1, 3, 8, 2, 6, 12, 5, 11, 14],
+]
 
 
 def test_check_fillable_errors(make_view):

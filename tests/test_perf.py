@@ -35,6 +35,11 @@ def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
             "5",
             "--methods",
             *TIMED,
+            "--eval-methods",
+            "protonet",
+            "siamese",
+            "--method-episodes",
+            "4",
             "--data-dir",
             str(data_dir),
             "--out",
@@ -45,7 +50,7 @@ def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "meta-training throughput" in printed and "measuring ProtoNet" in printed  # progress lines
     result = json.loads(out.read_text())
-    assert result["size"] == {"tasks": 2, "repeats": 1, "eval_episodes": 10, "eval_batch": 5}
+    assert result["size"] == {"tasks": 2, "repeats": 1, "eval_episodes": 10, "eval_batch": 5, "method_episodes": 4}
     assert sorted(result["methods"]) == sorted(TIMED)
     for name, m in result["methods"].items():
         assert m["vmap_tasks_per_s"] > 0 and m["loop_tasks_per_s"] > 0, name
@@ -55,6 +60,17 @@ def test_bench_perf_measures_and_writes(data_dir, tmp_path, capsys):
         assert m["loss_vmap"] == pytest.approx(m["loss_loop"], rel=2e-3), name
         assert f"  {name} " in printed, name  # a ratio line per method
     assert result["protonet"]["fixed_episodes_per_s"] > 0
+    assert sorted(result["evaluation"]) == ["protonet", "siamese"]  # a scoring line per method
+    for name, e in result["evaluation"].items():
+        assert e["episodes"] == 4 and e["episodes_per_s"] > 0 and f"  {name} " in printed, name
+
+
+def test_bench_perf_times_the_evaluation_of_every_method_that_runs_the_protocol():
+    import baselines  # noqa: F401
+    from benchmark.cli.perf import eval_methods
+
+    names = eval_methods()
+    assert {"protonet", "finetune", "maml", "siamese", "simpleshot"} <= set(names)
 
 
 def test_bench_perf_refuses_a_method_without_a_reference_loop(capsys):

@@ -224,14 +224,14 @@ def verify_cli(path, data_dir, *extra) -> int:
 def test_submit_writes_a_submission_record(submitted):
     res, path = submitted
     record = results.read_record(path)
-    assert path.parent == res / "few-shot" / PROTOCOL / "simpleshot"
-    assert record["kind"] == "submission" and record["method"]["name"] == "simpleshot"
+    assert path.parent == res / "few-shot" / PROTOCOL / "my-simpleshot"
+    assert record["kind"] == "submission" and record["method"]["name"] == "my-simpleshot"
     assert record["method"]["source"]["sha256"] == sha256_file(EXAMPLE)
     assert record["method"]["source"]["class"] == "SimpleShot"
     assert record["runs"][0]["n"] == EPISODES and record["runs"][0]["train_steps"] == 20
     ck = record["runs"][0]["checkpoint"]
     assert not Path(ck["path"]).is_absolute() and (res / ck["path"]).is_file()
-    assert "simpleshot" not in ALGORITHMS
+    assert "my-simpleshot" not in ALGORITHMS
 
 
 @pytest.mark.integration

@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(ls)
 
     perf = sub.add_parser(
-        "perf", help="speed: each gradient-based method batched vs a per-task loop; ProtoNet evaluation episodes/s"
+        "perf",
+        help="speed: each gradient-based method batched vs a per-task loop; evaluation episodes/s of every method",
     )
     perf.add_argument("--device", default="auto")
     perf.add_argument(
@@ -175,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="ProtoNet episodes per forward pass (default: 500 on a GPU, 50 on a CPU)",
+    )
+    perf.add_argument(
+        "--eval-methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="methods whose evaluation throughput to time (default: every method that runs omniglot-5w1s)",
+    )
+    perf.add_argument(
+        "--method-episodes",
+        type=int,
+        default=None,
+        help="fixed test episodes per method for that line (default: 600 on a GPU, 10 on a CPU)",
     )
     perf.add_argument("--out", default=None, help="also write the numbers as JSON here")
     _add_data_dir(perf)
@@ -235,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                             minute on a 2-core CPU.
                             Exit status: 0 verified, 1 not reproduced or tampered with, 2 cannot verify
                             (missing record or checkpoint, unknown protocol or version, data not prepared)."""),
-        epilog="example:\n  bench verify results/few-shot/omniglot-5w1s/simpleshot/RUN.json --sample 50",
+        epilog="example:\n  bench verify results/few-shot/omniglot-5w1s/my-simpleshot/RUN.json --sample 50",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     vf.add_argument("record", metavar="RECORD.json", help="a record under <results>/<setting>/<protocol>/<method>/")

@@ -6,6 +6,8 @@
    that the two give the same loss.
 2. ProtoNet evaluation throughput (episodes/s) including episode sampling on the device, and on the
    protocol's fixed test episodes.
+3. Evaluation throughput of every few-shot method (episodes/s on the fixed test episodes, gathering
+   included, at the method's own `eval_batch`), so a reader sees what each method costs to score.
 Each figure is the median over `--repeats` timed calls after warm-up, with the device synchronised.
 """
 
@@ -149,11 +151,41 @@ def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, l
     return out
 
 
+def eval_speed(name: str, device, data_dir, episodes: int, log=print) -> dict:
+    """Scoring throughput of `name` (untrained weights: the cost does not depend on them) on the first `episodes`
+    fixed test episodes of omniglot-5w1s, in the method's own batches, after one warm-up batch."""
+    prep = _omniglot(device, data_dir, episodes=episodes)
+    model = _build(name, prep, {}).to(device).eval()
+    sampler = EpisodeSampler(prep.test, prep.protocol.episode, model.shuffled_support)
+    step = max(1, int(model.hp["eval_batch"]))
+    n = len(prep.episodes)
+
+    def score(stop):
+        with torch.no_grad():
+            for i in range(0, stop, step):
+                ep = sampler.episodes(prep.episodes, i, min(i + step, stop))
+                (model.predict_episodes(ep).argmax(-1) == ep.query_y).float().mean(1)
+
+    score(min(step, n))  # warm-up
+    t = _time(lambda: score(n), 1, device, warmup=0)
+    out = {"episodes": n, "eval_batch": step, "episodes_per_s": n / t}
+    log(f"  {name:<16} {out['episodes_per_s']:10.1f} episodes/s ({n} episodes, {step} per pass)")
+    return out
+
+
+def eval_methods() -> list[str]:
+    """Every registered method that runs omniglot-5w1s (the built-ins are registered by the CLI)."""
+    from ..methods import ALGORITHMS
+
+    protocol = PROTOCOLS.get("omniglot-5w1s")
+    return [n for n in sorted(ALGORITHMS) if ALGORITHMS.get(n).supports(protocol) is None]
+
+
 # Sized to the device: the GPU figures are the ones the targets are about; on a 2-core CPU the same
 # measurements at this size finish in about a minute (the GPU sizes took over six there).
 DEFAULTS = {
-    "cuda": {"tasks": 32, "repeats": 5, "eval_episodes": 5000, "eval_batch": 500},
-    "cpu": {"tasks": 4, "repeats": 2, "eval_episodes": 50, "eval_batch": 50},
+    "cuda": {"tasks": 32, "repeats": 5, "eval_episodes": 5000, "eval_batch": 500, "method_episodes": 600},
+    "cpu": {"tasks": 4, "repeats": 2, "eval_episodes": 50, "eval_batch": 50, "method_episodes": 10},
 }
 
 
@@ -165,6 +197,9 @@ def main(args) -> int:
         f"{size['eval_episodes']} episodes in batches of {size['eval_batch']}"
     )
     names = args.methods or GRADIENT_METHODS
+    scored = args.eval_methods or eval_methods()
+    for n in scored:
+        method_class(n)  # an unknown name fails here, before anything is timed
     for n in names:  # named before anything is timed
         if not hasattr(method_class(n), "loop_meta_loss"):
             raise BenchError(
@@ -180,12 +215,19 @@ def main(args) -> int:
     methods = {n: meta_speed(n, dev, args.data_dir, size["tasks"], args.inner_steps, size["repeats"]) for n in names}
     print("measuring ProtoNet evaluation ...", flush=True)
     protonet = protonet_speed(dev, args.data_dir, size["eval_episodes"], size["eval_batch"], size["repeats"])
+    print(
+        f"evaluation throughput per method, omniglot-5w1s fixed test episodes, Conv-4/64, untrained weights, "
+        f"{size['method_episodes']} episodes ...",
+        flush=True,
+    )
+    evaluation = {n: eval_speed(n, dev, args.data_dir, size["method_episodes"]) for n in scored}
     result = {
         "device": device_info(dev),
         "environment": environment(),
         "size": size,
         "methods": methods,
         "protonet": protonet,
+        "evaluation": evaluation,
     }
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")

@@ -2,6 +2,7 @@
 
 A method is a `pytorch_lightning.LightningModule` subclass of `MetaLearner` that
 - declares `name`, a one-line `paper` citation and its hyper-parameters with defaults in `HPARAMS`;
+- says whether it reads the support set as a sequence (`shuffled_support`; then the support is not class-major);
 - says what it trains on with `training_data`: "episodes" (batches of `Episodes`) or "batches"
   (`(images, class ids)` over all meta-training classes, for pre-training baselines);
 - implements `training_step(batch, batch_idx) -> loss` and `configure_optimizers()`;
@@ -84,6 +85,9 @@ class MetaLearner(pl.LightningModule):
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     training_data: ClassVar[str] = "episodes"
+    # True for methods that read the support set as a sequence: the harness then hands them the support in
+    # a fixed shuffled order (benchmark.episodes.support_order), the same for every such method
+    shuffled_support: ClassVar[bool] = False
     HPARAMS: ClassVar[dict[str, Any]] = {}
     RECIPES: ClassVar[tuple[Recipe, ...]] = ()  # the paper's set-up per protocol family
     PAPER_RESULTS: ClassVar[dict[str, PaperResult]] = {}  # protocol name -> what the paper reported

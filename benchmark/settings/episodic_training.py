@@ -92,7 +92,7 @@ def evaluate_model(
 ) -> tuple[np.ndarray, float]:
     """Per-episode query accuracy on fixed episodes start..stop-1, and the seconds it took."""
     place(model, device).eval()
-    sampler = EpisodeSampler(view, protocol.episode)
+    sampler = EpisodeSampler(view, protocol.episode, model.shuffled_support)
     stop = len(index) if stop is None else stop
     step = max(1, int(model.hp.get("eval_batch", 50)))
     accs = []
@@ -144,7 +144,7 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
         return remote(data, cfg, steps, seed, device)
     draw: Callable[[torch.Generator], object]
     if model.training_data == "episodes":
-        sampler = EpisodeSampler(data.train, model.train_spec(data.protocol))
+        sampler = EpisodeSampler(data.train, model.train_spec(data.protocol), model.shuffled_support)
         mb = model.hp["meta_batch"]
         draw = lambda g: sampler.sample(mb, g).to(device)  # noqa: E731
     elif model.training_data == "batches":

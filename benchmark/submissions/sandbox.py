@@ -140,6 +140,7 @@ def remote_class(sandbox: Sandbox, meta: dict[str, Any]) -> type[MetaLearner]:
         name = meta["name"]
         paper = meta["paper"]
         training_data = meta["training_data"]
+        shuffled_support = bool(meta.get("shuffled_support", False))
         HPARAMS = dict(meta["hparams"])
         HPARAM_BOUNDS = {k: tuple(v) for k, v in meta["bounds"].items()}
 

@@ -49,6 +49,7 @@ class Worker:
             "name": getattr(cls, "name", ""),
             "paper": getattr(cls, "paper", ""),
             "training_data": getattr(cls, "training_data", None),
+            "shuffled_support": bool(getattr(cls, "shuffled_support", False)),
             "hparams": to_jsonable(getattr(cls, "HPARAMS", {})),
             "bounds": to_jsonable(getattr(cls, "HPARAM_BOUNDS", {})),
         }, {}
