@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     anil,
     finetune,
+    icl_transformer,
     maml,
     matching,
     meta_lstm,
