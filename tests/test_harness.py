@@ -43,12 +43,16 @@ SMALL = {
     "inner_steps": 1,
     "eval_inner_steps": 1,
     "backbone": "tiny",
+    "filters": 4,
 }
 
 
 def small_hparams(method: str) -> dict:
     known = ALGORITHMS.get(method).defaults()
-    return {k: v for k, v in SMALL.items() if k in known}
+    hp = {k: v for k, v in SMALL.items() if k in known}
+    if known.get("embedding") == "paper":  # a paper's own embedding module (relation) takes no backbone
+        hp["backbone"] = "conv4"
+    return hp
 
 
 @pytest.fixture(scope="module", autouse=False)
@@ -116,7 +120,7 @@ def test_smoke_every_method_on_each_setting(method, protocol, data_dir, tiny_bac
     )
     check_record(record, path, method, protocol, n=4, steps=2)
     assert path.parent == tmp_path / "results" / PROTOCOLS.get(protocol).setting / protocol / method
-    assert record["method"]["hparams"]["backbone"] == "tiny"
+    assert record["method"]["hparams"]["backbone"] == small_hparams(method)["backbone"]
 
 
 @pytest.mark.integration
