@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     finetune,
     icl_transformer,
     maml,
+    mann,
     matching,
     meta_lstm,
     meta_sgd,
@@ -13,4 +14,5 @@ from . import (  # noqa: F401
     reptile,
     siamese,
     simpleshot,
+    snail,
 )

@@ -31,13 +31,20 @@ ev() { local secs=$1; shift; timeout $((secs + 60)) $B evaluate --quiet --episod
 #    episodes per pass than the CPU default (75 supports+query batches of 6 per episode; 100 overflowed
 #    cuDNN's 32-bit indexing, 25 scored 600 episodes in 16 s)
 t "reptile 5w1s";  ev 60 --method reptile --protocol omniglot-5w1s --hparam eval_batch=25
-# 2. speed (re-run only when the inner loops change)
+# 1b. the metric and black-box learners and SimpleShot on omniglot-5w1s (none has a GPU record yet)
+for m in relation matching snail icl-transformer siamese simpleshot mann; do
+  t "$m 5w1s"; ev 60 --method "$m" --protocol omniglot-5w1s
+done
+# 2. speed (re-run only when the inner loops change): PERF=1 bash scripts/gpu_session.sh COMMIT
 [ -n "${PERF:-}" ] && { t perf; timeout 120 $B perf $PT --inner-steps 5 --out "$OUT/perf.json"; }
 # 3. MAML with the exact batch norm (>= 98.7%)
 t maml 5w1s;       ev 240 --method maml --protocol omniglot-5w1s
 # 4. the same methods on omniglot-20w1s
 for m in fomaml anil meta-sgd meta-lstm; do t "$m 20w1s"; ev 90 --method "$m" --protocol omniglot-20w1s; done
 t "reptile 20w1s"; ev 90 --method reptile --protocol omniglot-20w1s --hparam eval_batch=10
+for m in relation matching snail icl-transformer siamese simpleshot mann; do
+  t "$m 20w1s"; ev 90 --method "$m" --protocol omniglot-20w1s
+done
 # 5. ProtoNet omniglot-20w1s, short of 96.0% at 170 s
 t protonet 20w1s;  ev 240 --method protonet --protocol omniglot-20w1s
 # 6. Baseline++ on a GPU (its CPU record is a floor)
