@@ -52,3 +52,37 @@ class SmallConv(nn.Module):
 
     def forward(self, x):
         return self.net(x).flatten(1)
+
+
+def learning_scores(method: str, steps: int, hparams: dict, data_dir) -> tuple[float, float]:
+    """(trained, untrained) mean accuracy of `method` on the first 50 fixed test episodes of omniglot-5w1s,
+    after `steps` training steps and after none, on the CPU, with `small` (SmallConv) and `tiny`
+    (TinyBackbone) registered as backbones for the runs. The learning tests' bound: a method at chance
+    (20%), or one whose training does nothing, cannot pass `trained > 0.40 and trained > untrained + gain`."""
+    from benchmark import settings as harness
+    from benchmark.methods import BACKBONES
+
+    added = [n for n, cls in (("small", SmallConv), ("tiny", TinyBackbone)) if n not in BACKBONES]
+    for n in added:
+        BACKBONES.register(n, {"small": SmallConv, "tiny": TinyBackbone}[n])
+    try:
+        scores = []
+        for n in (steps, 0):
+            record, _ = harness.run(
+                method,
+                "omniglot-5w1s",
+                episodes=50,
+                train_steps=n,
+                hparams=hparams,
+                select="final",
+                device="cpu",
+                data_dir=str(data_dir),
+                write=False,
+                progress=False,
+                log=lambda _m: None,
+            )
+            scores.append(record["summary"]["mean"])
+    finally:
+        for n in added:
+            BACKBONES.unregister(n)
+    return scores[0], scores[1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from episodekit import SmallConv, TinyBackbone, random_episodes
+from episodekit import TinyBackbone, learning_scores, random_episodes
 
 import baselines  # noqa: F401  (registers the built-in methods)
 from benchmark.algorithms import ALGORITHMS, HParamError, TaskInfo
@@ -214,30 +214,8 @@ LEARNS = {
 @pytest.mark.integration
 @pytest.mark.parametrize("method", sorted(LEARNS))
 def test_each_method_learns_omniglot(method, data_dir):
-    from benchmark import settings as harness
-
-    BACKBONES.register("small", SmallConv)
-    try:
-        steps, hp = LEARNS[method]
-        scores = {}
-        for n in (steps, 0):
-            record, _ = harness.run(
-                method,
-                "omniglot-5w1s",
-                episodes=50,
-                train_steps=n,
-                hparams={"backbone": "small", **hp},
-                select="final",
-                device="cpu",
-                data_dir=str(data_dir),
-                write=False,
-                progress=False,
-                log=lambda _m: None,
-            )
-            scores[n] = record["summary"]["mean"]
-    finally:
-        BACKBONES.unregister("small")
-    trained, untrained = scores[steps], scores[0]
+    steps, hp = LEARNS[method]
+    trained, untrained = learning_scores(method, steps, {"backbone": "small", **hp}, data_dir)
     assert trained > 0.40 and trained > untrained + 0.10, f"{method}: trained {trained:.3f}, untrained {untrained:.3f}"
 
 

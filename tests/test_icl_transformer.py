@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from episodekit import SmallConv, TinyBackbone, random_episodes
+from episodekit import TinyBackbone, learning_scores, random_episodes
 
 import baselines.icl_transformer  # noqa: F401  (registers icl-transformer)
 from baselines.icl_transformer import ICLTransformer, lr_factor, query_mask
@@ -231,28 +231,6 @@ LEARN = (
 
 @pytest.mark.integration
 def test_icl_transformer_learns_omniglot(data_dir):
-    from benchmark import settings as harness
-
-    BACKBONES.register("small", SmallConv)
-    try:
-        steps, hp = LEARN
-        scores = {}
-        for n in (steps, 0):
-            record, _ = harness.run(
-                "icl-transformer",
-                "omniglot-5w1s",
-                episodes=50,
-                train_steps=n,
-                hparams=hp,
-                select="final",
-                device="cpu",
-                data_dir=str(data_dir),
-                write=False,
-                progress=False,
-                log=lambda _m: None,
-            )
-            scores[n] = record["summary"]["mean"]
-    finally:
-        BACKBONES.unregister("small")
-    trained, untrained = scores[steps], scores[0]
+    steps, hp = LEARN
+    trained, untrained = learning_scores("icl-transformer", steps, hp, data_dir)
     assert trained > 0.40 and trained > untrained + 0.10, f"trained {trained:.3f}, untrained {untrained:.3f}"

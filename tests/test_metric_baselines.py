@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from episodekit import SmallConv, TinyBackbone, random_episodes
+from episodekit import TinyBackbone, learning_scores, random_episodes
 
 import baselines  # noqa: F401  (registers the built-in methods)
 from benchmark.algorithms import ALGORITHMS, HParamError, TaskInfo
@@ -102,28 +102,6 @@ LEARNS = {
 @pytest.mark.integration
 @pytest.mark.parametrize("method", sorted(LEARNS))
 def test_each_metric_method_learns_omniglot(method, data_dir):
-    from benchmark import settings as harness
-
-    BACKBONES.register("small", SmallConv)
-    try:
-        steps, hp, gain = LEARNS[method]
-        scores = {}
-        for n in (steps, 0):
-            record, _ = harness.run(
-                method,
-                "omniglot-5w1s",
-                episodes=50,
-                train_steps=n,
-                hparams=hp,
-                select="final",
-                device="cpu",
-                data_dir=str(data_dir),
-                write=False,
-                progress=False,
-                log=lambda _m: None,
-            )
-            scores[n] = record["summary"]["mean"]
-    finally:
-        BACKBONES.unregister("small")
-    trained, untrained = scores[steps], scores[0]
+    steps, hp, gain = LEARNS[method]
+    trained, untrained = learning_scores(method, steps, hp, data_dir)
     assert trained > 0.40 and trained > untrained + gain, f"{method}: trained {trained:.3f}, untrained {untrained:.3f}"

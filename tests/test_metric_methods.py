@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from episodekit import SmallConv, TinyBackbone, random_episodes
+from episodekit import TinyBackbone, learning_scores, random_episodes
 
 import baselines  # noqa: F401  (registers the built-in methods)
 from baselines.matching import MatchingNet, class_log_mass
@@ -263,28 +263,6 @@ LEARNS = {
 @pytest.mark.integration
 @pytest.mark.parametrize("key", sorted(LEARNS))
 def test_each_method_learns_omniglot(key, data_dir):
-    from benchmark import settings as harness
-
     method, steps, hp = LEARNS[key]
-    BACKBONES.register("small", SmallConv)
-    try:
-        scores = {}
-        for n in (steps, 0):
-            record, _ = harness.run(
-                method,
-                "omniglot-5w1s",
-                episodes=50,
-                train_steps=n,
-                hparams=hp,
-                select="final",
-                device="cpu",
-                data_dir=str(data_dir),
-                write=False,
-                progress=False,
-                log=lambda _m: None,
-            )
-            scores[n] = record["summary"]["mean"]
-    finally:
-        BACKBONES.unregister("small")
-    trained, untrained = scores[steps], scores[0]
+    trained, untrained = learning_scores(method, steps, hp, data_dir)
     assert trained > 0.40 and trained > untrained + 0.10, f"{key}: trained {trained:.3f}, untrained {untrained:.3f}"
