@@ -35,6 +35,8 @@ t "reptile 5w1s";  ev 60 --method reptile --protocol omniglot-5w1s --hparam eval
 for m in relation matching snail icl-transformer siamese simpleshot mann; do
   t "$m 5w1s"; ev 60 --method "$m" --protocol omniglot-5w1s
 done
+# (Caltech-101 and PACS stay on the CPU: their 84px uint8 caches, about 180 and 210 MB, exceed the 64 MiB
+# that travels to the device machine.)
 # 2. speed (re-run only when the inner loops change): PERF=1 bash scripts/gpu_session.sh COMMIT
 [ -n "${PERF:-}" ] && { t perf; timeout 120 $B perf $PT --inner-steps 5 --out "$OUT/perf.json"; }
 # 3. MAML with the exact batch norm (>= 98.7%)
