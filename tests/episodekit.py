@@ -62,9 +62,10 @@ def learning_scores(method: str, steps: int, hparams: dict, data_dir) -> tuple[f
     from benchmark import settings as harness
     from benchmark.methods import BACKBONES
 
-    added = [n for n, cls in (("small", SmallConv), ("tiny", TinyBackbone)) if n not in BACKBONES]
+    backbones = {"small": SmallConv, "tiny": TinyBackbone}
+    added = [n for n in backbones if n not in BACKBONES]
     for n in added:
-        BACKBONES.register(n, {"small": SmallConv, "tiny": TinyBackbone}[n])
+        BACKBONES.register(n, backbones[n])
     try:
         scores = []
         for n in (steps, 0):
