@@ -13,17 +13,17 @@ from ..core.errors import InvalidRecord
 from ..data import ensure_prepared, prepare
 from ..data.folder import prepare_folder
 from ..methods import ALGORITHMS
-from ..page.board import compare, load, units
+from ..page.board import compare, load, record_with_units
 from ..page.tables import paper_in_ci, paper_text
 from ..protocols import PROTOCOLS
 from ..protocols import added as protocol_files
 from ..records import Record, format_ci, mean_ci
 from ..run import RunConfig, resolve_device
-from ..settings import SETTINGS, evaluate, load_record, plan
+from ..settings import SETTINGS, evaluate, plan
 from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
 from ..submissions.submit import submit
 from ..submissions.verify import verify
-from . import perf, serve
+from . import indexperf, perf, serve
 
 
 def _hparams(pairs: list[str]) -> dict:
@@ -153,30 +153,32 @@ def describe_method(name: str, results: str | None) -> int:
 
 
 def cmd_perf(args, ap) -> int:
-    return perf.main(args)
+    return indexperf.main(args) if args.index else perf.main(args)
 
 
 def cmd_compare(args, ap) -> int:
-    recs = []
+    recs, vecs = [], []
     for path in (args.a, args.b):
         try:
-            recs.append(load_record(path))
+            record, vec = record_with_units(path, paths.results_dir(args.results))
         except (OSError, InvalidRecord) as e:
             print(f"bench: error: {path}: {e}", file=sys.stderr)
             return 2
+        recs.append(record)
+        vecs.append(vec)
     a, b = recs
     try:
-        test = compare(a, b)
+        test = compare(a, b, (vecs[0], vecs[1]))
     except NotPairable as e:
         print(f"bench: error: the records cannot be compared unit by unit: {e}", file=sys.stderr)
         return 2
-    diff = mean_ci(units(a) - units(b))
+    diff = mean_ci(vecs[0] - vecs[1])
     unit = SETTINGS.get(a["setting"]).unit
-    for tag, rec in (("A", a), ("B", b)):
+    for tag, rec, vec in (("A", a, vecs[0]), ("B", b, vecs[1])):
         r = Record.from_dict(rec)
         print(
             f"{tag}: {r.method.name:<14} {r.protocol.name} v{r.protocol.version}  "
-            f"{format_ci(r.summary.mean, mean_ci(units(rec)).ci95)}%  ({r.run_id})"
+            f"{format_ci(r.summary.mean, mean_ci(vec).ci95)}%  ({r.run_id})"
         )
     print(
         f"difference A - B: {format_ci(diff.mean, diff.ci95, signed=True)} points (95% CI over {diff.n} paired {unit}s)"

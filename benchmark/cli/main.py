@@ -190,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fixed test episodes per method for that line (default: 600 on a GPU, 10 on a CPU)",
     )
+    perf.add_argument(
+        "--index",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="instead: the results index at sweep scale; for each N, write N valid records to a temporary folder "
+        "and time the first index build, one added record, and the page's first render (e.g. --index 1000 10000)",
+    )
     perf.add_argument("--out", default=None, help="also write the numbers as JSON here")
     _add_data_dir(perf)
 
@@ -275,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("a", help="record A (a results/.../<run>.json file)")
     cp.add_argument("b", help="record B")
+    cp.add_argument(
+        "--results",
+        default=None,
+        help="results folder whose index holds the records' checks and unit scores (default: $BENCH_RESULTS_DIR "
+        "or ./results); a record outside it is read and checked from its file",
+    )
+
+    ix = sub.add_parser(
+        "index",
+        help="build or update the results index the leaderboard and `bench compare` read",
+        description="Bring the results index up to date: read, validate and check each new or changed record "
+        "once and keep its table row, unit scores and rankings (<results>/.index.sqlite, or a temporary file "
+        "when the folder cannot be written). The JSON records stay the source of truth; the page and other "
+        "commands update the index by themselves, and a damaged index is rebuilt.",
+    )
+    ix.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
+    ix.add_argument("--rebuild", action="store_true", help="forget the index and index every record again")
 
     lb = sub.add_parser("leaderboard", help="open the leaderboard web page over a results folder")
     lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")
@@ -293,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "list":  # the overview needs neither torch nor the methods: about a second
         from .listing import cmd_list as command
+    elif args.command == "index":  # reading records needs no torch either
+        from .indexing import cmd_index as command
     else:
         from .commands import COMMANDS
 

@@ -1,8 +1,10 @@
 """Leaderboard tables from result records, ranked per protocol with the statistic of each record's setting.
 
-`load(results_dir)` reads every record under a results folder into one pandas table (a row per
-record) and a list of the records it had to leave out, each with the reason. `rank` then gives,
-within each protocol, ranks with ties (stats.ranking) over the units the protocol's setting pairs.
+`load(results_dir)` gives every record under a results folder as one pandas table (a row per record)
+and a list of the records it had to leave out, each with the reason. It reads them from the results
+index (index.py), which re-reads only new and changed records; `load_files` reads every JSON file
+instead, and gives the same board. `rank` then gives, within each protocol, ranks with ties
+(stats.ranking) over the units the protocol's setting pairs.
 
 The Streamlit page (leaderboards/app.py) only lays out what the functions here compute, so that
 everything a reader of the leaderboard relies on can be unit-tested without a browser.
@@ -11,75 +13,39 @@ everything a reader of the leaderboard relies on can be unit-tested without a br
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 
-from ..core.errors import InvalidRecord
-from ..records import Record, iter_records, mean_ci, record_path
-from ..settings import SETTINGS, check_record
+from ..records import iter_records, read_record
+from ..settings import SETTINGS, load_record
 from ..stats.paired import PairedTest, paired_test
-from ..stats.ranking import RANK_ALPHA, NotPairable, Ranked, rank_vectors
-
-# A leaderboard entry: results for another backbone or protocol version are a different entry,
-# not an update of this one.
-ENTRY_KEY = ["setting", "protocol", "version", "method", "backbone"]
-
-COLUMNS = [
-    "setting",
-    "protocol",
-    "version",
-    "method",
-    "kind",
-    "backbone",
-    "entry",
-    "ways",
-    "shots",
-    "queries",
-    "image_size",
-    "datasets",
-    "family",
-    "test_split",
-    "mean",
-    "ci95",
-    "seed_ci95",
-    "n_units",
-    "n_seeds",
-    "train_time_s",
-    "eval_time_s",
-    "total_time_s",
-    "device",
-    "created",
-    "pairing",
-    "recipe",
-    "selection",
-    "path",
-    "run_id",
-    "latest",
-    "superseded_by",
-    "rank",
-    "p_vs_leader",
-    "rank_note",
-]
-
-
-# Clocks differ a little between machines; a record dated further ahead than this is not believed.
-FUTURE_TOLERANCE = pd.Timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    path: str
-    reason: str
+from ..stats.ranking import RANK_ALPHA, NotPairable, PValueCache, Ranked, rank_many, rank_vectors
+from .index import ResultsIndex
+from .rows import (  # noqa: F401  (COLUMNS, ENTRY_KEY, FUTURE_TOLERANCE: defined here before rows.py existed)
+    COLUMNS,
+    ENTRY_KEY,
+    FUTURE_TOLERANCE,
+    Skipped,
+    frame,
+    record_problem,
+    record_row,
+    units,
+)
 
 
 @dataclass
 class Board:
     table: pd.DataFrame
     warnings: list[Skipped] = field(default_factory=list)
-    records: dict[str, dict] = field(default_factory=dict)  # keyed by the table's "path"
+    # keyed by the table's "path"; from the index, each record is read from its file when asked for
+    records: Mapping[str, dict] = field(default_factory=dict)
 
     @property
     def settings(self) -> list[str]:
@@ -91,75 +57,85 @@ def settings_to_show() -> list[str]:
     return [name for name, _ in sorted(SETTINGS.items(), key=lambda kv: (kv[1].order, kv[0]))]
 
 
-def units(record: dict):
-    """The record's per-unit scores averaged over seeds: what its setting ranks by."""
-    return SETTINGS.get(record["setting"]).units(record)
+class IndexedRecords(Mapping[str, dict]):
+    """The shown records by relative path, read from their JSON files only when asked for (a detail view, a
+    comparison); their unit scores and rankings come from the index."""
+
+    KEPT = 256  # records read lately, kept: a page asks for the same ones on every rerun
+
+    def __init__(self, index: ResultsIndex, paths: Iterable[str]):
+        self.index = index
+        self._paths = list(paths)
+        self._known = set(self._paths)
+        self._read: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()  # the page's sessions share a board
+
+    def __getitem__(self, rel: str) -> dict:
+        if rel not in self._known:
+            raise KeyError(rel)
+        with self._lock:
+            if rel not in self._read:
+                self._read[rel] = read_record(self.index.root / rel)
+                if len(self._read) > self.KEPT:
+                    self._read.popitem(last=False)
+            self._read.move_to_end(rel)
+            return self._read[rel]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, rel: object) -> bool:
+        return rel in self._known
+
+    def unit_vectors(self, paths: Sequence[str]) -> list[np.ndarray]:
+        return self.index.unit_vectors(paths)
+
+    def ranking_key(self, setting, paths, entries, means, alpha) -> str:
+        return self.index.ranking_key(setting, paths, entries, means, alpha)
+
+    def cached_ranking(self, key: str) -> list[Ranked] | None:
+        return self.index.cached_ranking(key)
+
+    def remember_ranking(self, key: str, ranked: list[Ranked]) -> None:
+        self.index.remember_ranking(key, ranked)
+
+    def content_keys(self, paths: Sequence[str]) -> list[int]:
+        return self.index.content_keys(paths)
+
+    @property
+    def pvalues(self) -> PValueCache:
+        return self.index.pvalues
 
 
-def _row(record: dict, path: str) -> dict:
-    r = Record.from_dict(record)
-    p = r.protocol.section  # the episodic settings' fields; absent for other settings
-    setting = SETTINGS.get(r.setting)
-    vec = setting.units(record)
-    ways = p.get("ways")
-    return {
-        "setting": r.setting,
-        "protocol": r.protocol.name,
-        "version": r.protocol.version,
-        "method": r.method.name,
-        "kind": r.kind,
-        "backbone": r.method.backbone or "—",
-        "entry": r.method.entry,
-        "ways": ways,
-        "shots": p.get("shots"),
-        "queries": p.get("queries"),
-        "image_size": p.get("image_size"),
-        "datasets": ", ".join(r.protocol.datasets),
-        "family": f"{' + '.join(r.protocol.datasets) or r.protocol.name}" + (f" · {ways}-way" if ways else ""),
-        "test_split": p.get("test_split", ""),
-        "mean": r.summary.mean,
-        "ci95": mean_ci(vec).ci95,
-        "seed_ci95": mean_ci([run.mean for run in r.runs]).ci95,
-        "n_units": len(vec),
-        "n_seeds": r.summary.n_seeds,
-        "train_time_s": float(r.train_time_s),
-        "eval_time_s": float(r.eval_time_s),
-        "total_time_s": float(r.train_time_s) + float(r.eval_time_s),
-        "device": r.device_label,
-        "created": pd.to_datetime(r.created, utc=True),
-        "pairing": "|".join(str(k) for k in setting.pairing_key(record)),
-        "recipe": r.method.recipe,
-        "selection": ", ".join(sorted({run.selection_rule for run in r.runs})),
-        "path": path,
-        "run_id": r.run_id,
-    }
-
-
-def record_problem(record: dict, path: Path | None = None, results_dir: Path | None = None) -> str | None:
-    """What the schema cannot see but a ranked table relies on; None when all is well."""
-    try:
-        check_record(record)
-    except InvalidRecord as e:
-        return str(e)
-    created = pd.to_datetime(record["created"], utc=True, errors="coerce")
-    if pd.isna(created):
-        return f"created {record['created']!r} is not an ISO date-time"
-    if created > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE:
-        # "latest" decides which record of an entry is shown: a future date must not win it
-        return f"created {record['created']} is in the future; fix the date (or the clock of the machine that wrote it)"
-    if path is not None and results_dir is not None:
-        expected = record_path(Path(results_dir), record)
-        if Path(path).resolve() != expected.resolve():
-            return f"misfiled: its contents say it belongs at {expected.relative_to(results_dir).as_posix()}"
-    return None
-
-
-def load(results_dir: str | Path, latest_only: bool = True) -> Board:
+def load(results_dir: str | Path, latest_only: bool = True, index: ResultsIndex | None = None) -> Board:
     """Every record under results_dir as a ranked table; the ones left out go to warnings.
 
     With latest_only (the default) only the most recent record of each entry (protocol, version,
     method, backbone) is kept; otherwise older ones are listed too, unranked, as superseded.
+    The results index (`index`, else the folder's own) is brought up to date first; a board is built
+    once per state of the index and rankings once per protocol content.
     """
+    results_dir = Path(results_dir)
+    if index is None:
+        if not results_dir.is_dir():
+            return _board([], [], {}, latest_only)
+        index = ResultsIndex(results_dir)
+    key = ("board", latest_only, index.sync().state)
+    board = index.memo.get(key)
+    if board is None:
+        rows, skipped = index.rows()
+        board = _board(rows, skipped, IndexedRecords(index, [r["path"] for r in rows]), latest_only)
+        for old in [k for k in index.memo if k[:2] == key[:2]]:
+            del index.memo[old]
+        index.memo[key] = board
+    return Board(board.table.copy(), list(board.warnings), board.records)
+
+
+def load_files(results_dir: str | Path, latest_only: bool = True) -> Board:
+    """`load`, reading and checking every JSON file instead of the index: the reference the index must equal."""
     results_dir = Path(results_dir)
     rows, records, skipped = [], {}, []
     if results_dir.is_dir():
@@ -170,29 +146,16 @@ def load(results_dir: str | Path, latest_only: bool = True) -> Board:
             if record is None or error is not None:
                 skipped.append(Skipped(rel, error or "unreadable"))
                 continue
-            rows.append(_row(record, rel))
+            rows.append(record_row(record, rel))
             records[rel] = record
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    table = _mark_latest(table)
+    return _board(rows, skipped, records, latest_only)
+
+
+def _board(rows: list[dict], skipped: list[Skipped], records: Mapping[str, dict], latest_only: bool) -> Board:
+    table = frame(rows)
     if latest_only:
         table = table[table["latest"]].reset_index(drop=True)
     return Board(rank(table, records), skipped, records)
-
-
-def _mark_latest(table: pd.DataFrame) -> pd.DataFrame:
-    table = table.copy()
-    table["latest"] = True
-    table["superseded_by"] = None
-    if table.empty:
-        return table.astype({"latest": bool})
-    # run_id breaks ties between records written in the same second, so the choice is stable.
-    order = table.sort_values(["created", "run_id"], ascending=False)
-    for _, group in order.groupby(ENTRY_KEY, sort=False, dropna=False):
-        newest = group.index[0]
-        for i in group.index[1:]:
-            table.at[i, "latest"] = False
-            table.at[i, "superseded_by"] = table.at[newest, "run_id"]
-    return table.astype({"latest": bool})
 
 
 # ----------------------------------------------------------------------------- comparing records
@@ -205,12 +168,36 @@ def pairing_problem(a: dict, b: dict) -> str | None:
     return SETTINGS.get(a["setting"]).pairing_problem(a, b)
 
 
-def compare(record_a: dict, record_b: dict) -> PairedTest:
-    """Paired test of a against b (mean_diff is a - b) on their seed-averaged unit scores."""
+def compare(record_a: dict, record_b: dict, vectors: tuple[np.ndarray, np.ndarray] | None = None) -> PairedTest:
+    """Paired test of a against b (mean_diff is a - b) on their seed-averaged unit scores (`vectors`, when
+    already known, e.g. from the index)."""
     problem = pairing_problem(record_a, record_b)
     if problem:
         raise NotPairable(problem)
-    return paired_test(units(record_a), units(record_b))
+    return paired_test(*(vectors or (units(record_a), units(record_b))))
+
+
+def record_with_units(path: str | Path, results_dir: str | Path) -> tuple[dict, np.ndarray]:
+    """A record and its unit scores for a comparison. A record the results folder's index shows was checked
+    when it was indexed (the index is brought up to date for this file first), and its unit scores are the
+    index's; any other file is read and checked here (load_record's InvalidRecord when it fails)."""
+    path, root = Path(path), Path(results_dir)
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        rel = None
+    if rel is not None and root.is_dir() and path.suffix == ".json":
+        index = ResultsIndex(root)
+        try:
+            index.sync([rel])
+            if index.problem(rel) is None:
+                return read_record(path), index.unit_vectors([rel])[0]
+        except KeyError:
+            pass  # not in the index: read from the file below
+        finally:
+            index.close()
+    record = load_record(path)
+    return record, units(record)
 
 
 def rank_records(records: Sequence[dict], alpha: float = RANK_ALPHA) -> list[Ranked]:
@@ -227,50 +214,108 @@ def rank_records(records: Sequence[dict], alpha: float = RANK_ALPHA) -> list[Ran
     )
 
 
-def rank(table: pd.DataFrame, records: dict[str, dict], alpha: float = RANK_ALPHA) -> pd.DataFrame:
+@runtime_checkable
+class RankSource(Protocol):
+    """Unit scores and remembered rankings without the records in memory (the index's records)."""
+
+    def unit_vectors(self, paths: Sequence[str]) -> list[np.ndarray]: ...
+
+    def ranking_key(
+        self, setting: str, paths: Sequence[str], entries: Sequence[str], means: Sequence[float], alpha: float
+    ) -> str: ...
+
+    def cached_ranking(self, key: str) -> list[Ranked] | None: ...
+
+    def remember_ranking(self, key: str, ranked: list[Ranked]) -> None: ...
+
+    def content_keys(self, paths: Sequence[str]) -> list[int]: ...
+
+    @property
+    def pvalues(self) -> PValueCache: ...
+
+
+@dataclass
+class _Job:
+    members: list[int]  # positions in the table
+    setting: str
+    paths: list[str]
+    entries: list[str]
+    means: list[float]
+
+
+def _rankings(records: Mapping[str, dict], jobs: list[_Job], alpha: float) -> list[list[Ranked]]:
+    """Each job's ranking: from the source's memory where its members are unchanged, else all computed at once."""
+    if not isinstance(records, RankSource):
+        return rank_many([([units(records[p]) for p in j.paths], j.means, j.entries) for j in jobs], alpha)
+    keys = [records.ranking_key(j.setting, j.paths, j.entries, j.means, alpha) for j in jobs]
+    found = [records.cached_ranking(k) for k in keys]
+    todo = [i for i, f in enumerate(found) if f is None]
+    if not todo:
+        return found  # type: ignore[return-value]
+    vectors = iter(records.unit_vectors([p for i in todo for p in jobs[i].paths]))
+    problems = [([next(vectors) for _ in jobs[i].paths], jobs[i].means, jobs[i].entries) for i in todo]
+    contents = [records.content_keys(jobs[i].paths) for i in todo]
+    for i, ranked in zip(todo, rank_many(problems, alpha, records.pvalues, contents)):
+        records.remember_ranking(keys[i], ranked)
+        found[i] = ranked
+    return found  # type: ignore[return-value]
+
+
+def rank(table: pd.DataFrame, records: Mapping[str, dict], alpha: float = RANK_ALPHA) -> pd.DataFrame:
     """Fill rank, p_vs_leader and rank_note for the rows given, protocol by protocol.
 
     Only the rows given are ranked against each other, so calling this on a filtered table ranks
     within the filter. Superseded rows are never ranked: an entry must not tie with itself.
+    `records` are the board's: from the index, a protocol whose members did not change is not ranked again.
     """
     table = table.copy()
-    table["rank"] = pd.array([pd.NA] * len(table), dtype="Int64")
-    table["p_vs_leader"] = math.nan
-    table["rank_note"] = ""
-    if table.empty:
-        return table
-    for _, group in table.groupby(["setting", "protocol"], sort=False):
-        current = group[group["latest"]]
-        for i in group.index.difference(current.index):
-            table.at[i, "rank_note"] = f"unranked: superseded by run {table.at[i, 'superseded_by']}"
-        if current.empty:
-            continue
-        reference = _reference_pairing(current)
-        members = [i for i in current.index if current.at[i, "pairing"] == reference]
-        for i in current.index:
-            if current.at[i, "pairing"] != reference:
-                table.at[i, "rank_note"] = (
-                    f"unranked: not paired-comparable with the ranked entries (protocol "
-                    f"v{current.at[i, 'version']}, {current.at[i, 'n_units']} units, pairing "
-                    f"{current.at[i, 'pairing'][:40]}; ranked: {reference[:40]})"
-                )
-        ranked = rank_vectors(
-            [units(records[table.at[i, "path"]]) for i in members],
-            [table.at[i, "mean"] for i in members],
-            [table.at[i, "entry"] for i in members],
-            alpha,
-        )
-        for i, r in zip(members, ranked):
-            table.at[i, "rank"] = r.rank
-            table.at[i, "p_vs_leader"] = r.p_vs_leader
-            if not math.isnan(r.p_vs_leader):
-                leader = table.at[members[r.leader], "entry"]
-                table.at[i, "rank_note"] = f"tied with {leader} (p = {r.p_vs_leader:.3g})"
+    n = len(table)
+    ranks: list = [pd.NA] * n
+    pvalues = [math.nan] * n
+    notes = [""] * n
+    if n:
+        latest = table["latest"].to_numpy(dtype=bool)
+        pairing, version, n_units, created = (table[c].tolist() for c in ("pairing", "version", "n_units", "created"))
+        entry, path, mean, superseded = (table[c].tolist() for c in ("entry", "path", "mean", "superseded_by"))
+        jobs = []
+        for (setting, _), where in table.groupby(["setting", "protocol"], sort=False).indices.items():
+            current = [int(i) for i in where if latest[i]]
+            for i in where:
+                if not latest[i]:
+                    notes[i] = f"unranked: superseded by run {superseded[i]}"
+            if not current:
+                continue
+            reference = _reference_pairing([(version[i], pairing[i], created[i]) for i in current])
+            members = [i for i in current if pairing[i] == reference]
+            for i in current:
+                if pairing[i] != reference:
+                    notes[i] = (
+                        f"unranked: not paired-comparable with the ranked entries (protocol "
+                        f"v{version[i]}, {n_units[i]} units, pairing "
+                        f"{pairing[i][:40]}; ranked: {reference[:40]})"
+                    )
+            jobs.append(_Job(members, setting, [path[i] for i in members], [entry[i] for i in members],
+                             [mean[i] for i in members]))  # fmt: skip
+        for job, ranked in zip(jobs, _rankings(records, jobs, alpha)):
+            for i, r in zip(job.members, ranked):
+                ranks[i] = r.rank
+                pvalues[i] = r.p_vs_leader
+                if not math.isnan(r.p_vs_leader):
+                    notes[i] = f"tied with {entry[job.members[r.leader]]} (p = {r.p_vs_leader:.3g})"
+    table["rank"] = pd.array(ranks, dtype="Int64")
+    table["p_vs_leader"] = np.asarray(pvalues, dtype=np.float64)
+    table["rank_note"] = notes
     return table
 
 
-def _reference_pairing(rows: pd.DataFrame) -> str:
-    """The units a protocol's ranking is based on: newest version, then the most entries, then the newest."""
-    newest = rows[rows["version"] == rows["version"].max()]
-    counts = newest.groupby("pairing").agg(entries=("path", "size"), last=("created", "max"))
-    return str(counts.sort_values(["entries", "last"], ascending=False).index[0])
+def _reference_pairing(rows: list[tuple[int, str, pd.Timestamp]]) -> str:
+    """The units a protocol's ranking is based on: newest version, then the most entries, then the newest;
+    (version, pairing, created) per current row. A full tie goes to the first pairing in sorted order."""
+    newest = max(v for v, _, _ in rows)
+    entries: dict[str, int] = {}
+    last: dict[str, pd.Timestamp] = {}
+    for v, pairing, created in rows:
+        if v == newest:
+            entries[pairing] = entries.get(pairing, 0) + 1
+            last[pairing] = max(last.get(pairing, created), created)
+    return max(sorted(entries), key=lambda p: (entries[p], last[p]))

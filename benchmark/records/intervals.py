@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -44,10 +45,16 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interv
     if n < 2:
         return Interval(mean, math.nan, n, math.nan)
     std = float(x.std(ddof=1))
+    return Interval(mean, _t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n), n, std)
+
+
+@lru_cache(maxsize=1024)
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile; cached, since every record of a protocol asks for the same one (scipy's costs
+    about 0.1 ms, which checking thousands of records would pay several times each)."""
     from scipy import stats  # imported here: scipy.stats costs a second, and `bench list` needs no interval
 
-    q = float(stats.t.ppf(0.5 + level / 2, df=n - 1))
-    return Interval(mean, q * std / math.sqrt(n), n, std)
+    return float(stats.t.ppf(p, df=df))
 
 
 def format_ci(

@@ -15,6 +15,7 @@ import jsonschema
 
 from ..core.errors import InvalidRecord
 from ..core.files import atomic_write_text
+from .validators import check
 
 MEAN_TOLERANCE = 1e-6
 
@@ -29,7 +30,7 @@ def schema(version: int = SCHEMA_VERSION) -> dict:
 
 def _schema_check(record: dict, version: int) -> None:
     try:
-        jsonschema.validate(record, schema(version))
+        check(record, schema(version))
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise InvalidRecord(f"schema violation at {where}: {e.message}") from None
@@ -98,6 +99,12 @@ def read_record(path: Path) -> dict:
     """A record file as the current schema version (older versions are migrated in memory, the file is
     left as it is), with its envelope validated. Anything that is not a plausible record (a FIFO, a
     huge file, JSON nested beyond reason) is an InvalidRecord, never a hang or a crash."""
+    return parse_record(read_record_bytes(path))
+
+
+def read_record_bytes(path: Path) -> bytes:
+    """The bytes of what should be a record file; InvalidRecord for what cannot be one (not a regular
+    file, too large, unreadable)."""
     path = Path(path)
     try:
         info = path.stat()
@@ -109,8 +116,13 @@ def read_record(path: Path) -> dict:
         raise InvalidRecord(
             f"{info.st_size / 2**20:.0f} MiB is too large for a record (at most {MAX_RECORD_BYTES >> 20} MiB)"
         )
+    return path.read_bytes()
+
+
+def parse_record(data: bytes) -> dict:
+    """A record file's bytes as the current schema version, with its envelope validated (see read_record)."""
     try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
+        record = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise InvalidRecord(f"not UTF-8 text ({e.reason})") from None
     except json.JSONDecodeError as e:
