@@ -25,6 +25,7 @@ LAYERS = [
     "stats",
     "run",
     "settings",
+    "compat",
     "page",
     "submissions",
     "cli",

@@ -90,6 +90,20 @@ def _paper_of(lookup: PaperLookup | None, method: str, protocol: str) -> Any:
     return lookup(method, protocol) if lookup is not None else None
 
 
+# How the Kind column names a record's kind; "external" records (benchmark.compat) come from predictions made by
+# outside code, which no one can re-run, so the page says so wherever the kind is shown
+KIND_LABELS = {"external": "external (not re-verifiable)"}
+KIND_HELP = (
+    "evaluation: a built-in method, run by `bench evaluate`; submission: a user's file, run by `bench submit`; "
+    "both re-run with `bench verify`. external: predictions made by outside code (torchmeta or learn2learn "
+    "scripts) on the fixed test episodes and scored here; not re-verifiable"
+)
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind)
+
+
 def units_column(unit_label: str) -> str:
     """The table column counting a setting's units: "test episode" -> "Episodes", "test image" -> "Images"."""
     return unit_label.split()[-1].capitalize() + "s"
@@ -126,7 +140,7 @@ def display_table(
             "Selection": rows["selection"],
             "Device": rows["device"],
             "Date": rows["created"].dt.strftime("%Y-%m-%d %H:%M"),
-            "Kind": rows["kind"],
+            "Kind": rows["kind"].map(kind_label),
             "Note": rows["rank_note"],
             "Run": rows["run_id"],
         }
@@ -173,7 +187,8 @@ def overview(rows: pd.DataFrame, paper_lookup: PaperLookup | None = None) -> pd.
     )
     cells: dict[tuple[str, str], dict[str, str]] = {}
     ranks: dict[tuple[str, str], dict[str, int]] = {}
-    for _, r in chosen.iterrows():
+    # not iterrows, which builds a Series per row: slow on thousands of rows
+    for r in chosen[["method", "backbone", "protocol", "mean", "ci95", "rank"]].to_dict("records"):
         key = (r["method"], r["backbone"])
         paper = paper_text(_paper_of(paper_lookup, r["method"], r["protocol"]), with_ci=False)
         cells.setdefault(key, {})[r["protocol"]] = percent_ci(r["mean"], r["ci95"]) + (
@@ -307,8 +322,9 @@ def provenance(record: dict) -> dict:
             for r in record["runs"]
         ],
     }
-    if "source" in record["method"]:
-        out["source"] = record["method"]["source"]
+    for key in ("source", "external"):
+        if key in record["method"]:
+            out[key] = record["method"][key]
     if record.get("notes"):
         out["notes"] = record["notes"]
     return out
