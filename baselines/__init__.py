@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     anil,
+    erm,
     finetune,
     icl_transformer,
     maml,
@@ -9,6 +10,7 @@ from . import (  # noqa: F401
     matching,
     meta_lstm,
     meta_sgd,
+    mldg,
     protonet,
     relation,
     reptile,

@@ -59,10 +59,10 @@ class InnerLoopLearner(MetaLearner):
     @classmethod
     def training_episodes(cls, hp, protocol):
         spec = super().training_episodes(hp, protocol)
-        if spec.ways != protocol.episode.ways:
+        if spec.ways != protocol.episode_spec.ways:
             # the head has one output per test-time way; training on another way count has no meaning here
             raise HParamError(
-                f"{cls.name} trains with the protocol's {protocol.episode.ways} ways (its head has one "
+                f"{cls.name} trains with the protocol's {protocol.episode_spec.ways} ways (its head has one "
                 f"output per way); drop train_ways={spec.ways}"
             )
         return spec

@@ -137,7 +137,7 @@ class ICLTransformer(MetaLearner):
 
     @classmethod
     def training_episodes(cls, hp, protocol):
-        ways = protocol.episode.ways
+        ways = protocol.episode_spec.ways
         if ways > hp["max_ways"]:
             raise HParamError(_too_many(ways, hp["max_ways"], f"protocol {protocol.name}"))
         return super().training_episodes(hp, protocol)

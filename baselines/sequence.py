@@ -75,10 +75,10 @@ class SequenceLearner(MetaLearner):
     def training_episodes(cls, hp, protocol):
         spec = super().training_episodes(hp, protocol)
         cap = hp["max_ways"]
-        if cap and max(spec.ways, protocol.episode.ways) > cap:
+        if cap and max(spec.ways, protocol.episode_spec.ways) > cap:
             raise HParamError(
                 f"{cls.name}: its label code has max_ways={cap} slots, but {protocol.name} needs "
-                f"{max(spec.ways, protocol.episode.ways)} ways; raise max_ways or leave it 0 (the protocol's ways)"
+                f"{max(spec.ways, protocol.episode_spec.ways)} ways; raise max_ways or leave it 0 (the protocol's ways)"
             )
         return spec
 

@@ -25,7 +25,10 @@ import streamlit as st
 from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
 from benchmark.page import tables
+from benchmark.page.domains import ORACLE_TEXT, SELECTION_TEXT, SHIFT_TEXT, domain_tables, shift_tables
+from benchmark.page.index import ResultsIndex
 from benchmark.settings import SETTINGS
+from benchmark.settings.domains import RANK_NOTE
 from benchmark.stats.ranking import RANKING_RULE
 
 
@@ -37,16 +40,19 @@ def results_dir() -> Path:
     return Path(args.results or os.environ.get("BENCH_RESULTS_DIR") or "results")
 
 
-def folder_signature(folder: Path) -> tuple:
-    """Changes whenever a record is added, removed or rewritten, so the cache never goes stale."""
+@st.cache_resource(show_spinner=False, max_entries=8)
+def results_index(folder: str) -> ResultsIndex:
+    """One index per results folder, shared by every session of this server."""
+    return ResultsIndex(folder)
+
+
+def load_board(folder: Path, latest_only: bool) -> boards.Board:
+    """The board, from the results index: a stat walk of the folder finds what changed, and only new or
+    changed records are read; an unchanged folder gives the board already built."""
     if not folder.is_dir():
-        return ()
-    return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*.json")))
-
-
-@st.cache_data(show_spinner="Reading result records…", max_entries=8)
-def load_board(folder: str, latest_only: bool, signature: tuple) -> boards.Board:
-    return boards.load(folder, latest_only=latest_only)
+        return boards.load(folder, latest_only)
+    with st.spinner("Reading new or changed result records…", show_time=True):
+        return boards.load(folder, latest_only, index=results_index(str(folder)))
 
 
 def paper_lookup(method: str, protocol: str):
@@ -88,7 +94,7 @@ def show_warnings(board: boards.Board) -> None:
 
 
 def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
-    page = SETTINGS.get(setting).page
+    page = SETTINGS.get(setting).for_protocol(protocol).page  # a setting's protocols may differ in units
     versions = sorted(rows["version"].unique())
     st.subheader(f"{tables.md_escape(protocol)} (v{', v'.join(map(str, versions))})")
     st.caption(tables.protocol_caption(rows.iloc[0], page.unit_label))
@@ -112,6 +118,7 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
             ),
             "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
             "Eval time (s)": st.column_config.NumberColumn(format="%.1f"),
+            "Kind": st.column_config.TextColumn(help=tables.KIND_HELP),
             "Selection": st.column_config.TextColumn(
                 help="which trained model was scored: final (the last) or best-val (the best on the protocol's "
                 "validation episodes; see the record's runs[].selection)"
@@ -122,7 +129,7 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
     left, right, _ = st.columns([1, 1, 6])
     left.download_button(
         "Download CSV",
-        tables.to_csv(shown),
+        lambda: tables.to_csv(shown),  # made when clicked: a page of many protocols renders without them
         file_name=f"{name}.csv",
         mime="text/csv",
         key=f"csv-{setting}-{protocol}",
@@ -130,7 +137,7 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
     )
     right.download_button(
         "Download JSON",
-        tables.to_json(shown),
+        lambda: tables.to_json(shown),
         file_name=f"{name}.json",
         mime="application/json",
         key=f"json-{setting}-{protocol}",
@@ -158,6 +165,29 @@ def overview_section(rows: pd.DataFrame) -> None:
         },
     )
     st.caption(tables.overview_caption(table))
+
+
+def domain_section(rows: pd.DataFrame, board: boards.Board) -> None:
+    """DomainBed's table: a column per held-out target domain and their average; the oracle apart."""
+
+    def oracle_of(path: str) -> float | None:
+        return board.records[path]["summary"].get("oracle_mean")
+
+    for family, main, oracle in domain_tables(rows, oracle_of):
+        st.subheader(f"{family}: accuracy on the held-out domain (%)")
+        st.dataframe(main, hide_index=True, placeholder="—", key=f"dg-{family}")
+        st.caption(
+            f"{tables.md_escape(SELECTION_TEXT)} Cells: mean ± 95% CI over the target's images (rank with ties "
+            f"among the entries on that target). Average: over the targets, its CI from theirs (independent test "
+            f"sets). {tables.md_escape(RANK_NOTE)}"
+        )
+        st.markdown("**Oracle (test-domain validation), not ranked**")
+        st.dataframe(oracle, hide_index=True, placeholder="—", key=f"dg-oracle-{family}")
+        st.caption(tables.md_escape(ORACLE_TEXT))
+    for family, table in shift_tables(rows, lambda path: board.records[path]["summary"]):
+        st.subheader(f"{family}: few-shot accuracy in an unseen domain (%)")
+        st.dataframe(table, hide_index=True, placeholder="—", key=f"dg-shift-{family}")
+        st.caption(tables.md_escape(SHIFT_TEXT))
 
 
 def error_bar_chart(data: pd.DataFrame, x: alt.X, tooltip: list, line: bool) -> alt.LayerChart:
@@ -227,7 +257,8 @@ def compute_plot(setting: str, rows: pd.DataFrame) -> None:
 def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict], page) -> None:
     st.markdown("#### Method detail")
     ordered = rows.sort_values(["protocol", "rank", "mean"], ascending=[True, True, False], na_position="last")
-    labels = {tables.record_label(r): r["path"] for _, r in ordered.iterrows()}
+    picked = ordered[["protocol", "entry", "run_id", "path"]].to_dict("records")  # not iterrows: thousands of rows
+    labels = {tables.record_label(r): r["path"] for r in picked}
     label = st.selectbox("Record", list(labels), key=f"detail-{setting}")
     record = records[labels[label]]
     left, right = st.columns(2)
@@ -265,8 +296,11 @@ def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, boa
     page = SETTINGS.get(setting).page  # the setting says which of the page's sections it has
     overview_section(rows)
     st.divider()
-    for protocol in sorted(rows["protocol"].unique()):
-        protocol_section(setting, protocol, rows[rows["protocol"] == protocol])
+    if "domain-table" in page.plots:
+        domain_section(rows, board)
+        st.divider()
+    for protocol, protocol_rows in rows.groupby("protocol", sort=True):  # one pass, not a filter per protocol
+        protocol_section(setting, str(protocol), protocol_rows)
     st.divider()
     plots(setting, rows, page.plots)
     st.divider()
@@ -282,7 +316,7 @@ def main() -> None:
         value=False,
         help="Off: only the most recent record per method, backbone and protocol version.",
     )
-    board = load_board(str(folder), latest_only, folder_signature(folder))
+    board = load_board(folder, latest_only)
     st.caption(
         f"Results folder: {tables.md_escape(folder.resolve())} · {len(board.table)} record(s) shown · "
         f"{len(board.warnings)} left out"

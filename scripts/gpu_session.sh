@@ -35,6 +35,13 @@ t "reptile 5w1s";  ev 60 --method reptile --protocol omniglot-5w1s --hparam eval
 for m in relation matching snail icl-transformer siamese simpleshot mann; do
   t "$m 5w1s"; ev 60 --method "$m" --protocol omniglot-5w1s
 done
+# 1c. domain generalisation on rotated Omniglot, 3 seeds: the pooled episodic learner (the ERM reference) and
+#     MLDG's episodic variant (PACS cannot travel here, see below)
+for m in protonet mldg; do
+  t "$m rotated-omniglot-dg-5w1s"  # 40 s per seed; the time limit covers the three seeds and their scoring
+  timeout 360 $B evaluate --quiet --episodes $EP --train-steps 60000 --max-train-time "$(cap 40)" \
+    --method "$m" --protocol rotated-omniglot-dg-5w1s --seeds 0 1 2; save
+done
 # (Caltech-101 and PACS stay on the CPU: their 84px uint8 caches, about 180 and 210 MB, exceed the 64 MiB
 # that travels to the device machine.)
 # 2. speed (re-run only when the inner loops change): PERF=1 bash scripts/gpu_session.sh COMMIT

@@ -87,3 +87,16 @@ def learning_scores(method: str, steps: int, hparams: dict, data_dir) -> tuple[f
         for n in added:
             BACKBONES.unregister(n)
     return scores[0], scores[1]
+
+
+def refused_before_data(args: list[str], tmp_path, capsys) -> str:
+    """Run `bench evaluate ARGS` against an empty data folder and results folder that do not exist; assert it
+    refuses (exit 2) without looking for data or creating either folder, and return what it printed."""
+    from benchmark.cli import main
+
+    empty, results = tmp_path / "no-data-here", tmp_path / "r"
+    rc = main(["evaluate", *args, "--data-dir", str(empty), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not prepared" not in err, err
+    assert not results.exists() and not empty.exists()
+    return err

@@ -91,7 +91,11 @@ def test_paper_numbers_beside_built_in_methods(tmp_path, monkeypatch):
 
 
 def test_tabs_and_empty_tab_message(app, tmp_path, monkeypatch):
-    assert [t.label for t in app.tabs] == ["few-shot", "cross-domain"]  # the registered settings, in order
+    assert [t.label for t in app.tabs] == [
+        "few-shot",
+        "cross-domain",
+        "domain-generalisation",
+    ]  # the registered settings, in order
     only_few_shot = tmp_path / "only-few-shot"
     write(only_few_shot, make_record("A", "omniglot-5w1s", [0.5, 0.6, 0.7]))
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(only_few_shot))

@@ -136,7 +136,7 @@ def harness_record(make_view, monkeypatch):
 
     def fake_prepare_run(protocol, device, n_episodes=None, data_dir=None, built=None, val_episodes=0):
         view = make_view([20 + i % 3 for i in range(12)], label="synthetic/test")
-        eps = fixed_episodes(view, protocol.episode, f"{protocol.name}:v{protocol.version}:test", n_episodes)
+        eps = fixed_episodes(view, protocol.episode_spec, f"{protocol.name}:v{protocol.version}:test", n_episodes)
         return harness.Prepared(protocol, view, view, eps, {"omniglot": "f" * 64})
 
     monkeypatch.setattr(episodic_training, "prepare_run", fake_prepare_run)

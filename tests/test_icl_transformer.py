@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from episodekit import TinyBackbone, learning_scores, random_episodes
+from episodekit import TinyBackbone, learning_scores, random_episodes, refused_before_data
 
 import baselines.icl_transformer  # noqa: F401  (registers icl-transformer)
 from baselines.icl_transformer import ICLTransformer, lr_factor, query_mask
@@ -141,7 +141,6 @@ def test_fewer_ways_than_max_ways_and_refusal_of_more():
 
 
 def test_a_protocol_with_more_ways_is_refused_before_any_data(tmp_path, capsys):
-    from benchmark.cli import main
     from benchmark.protocols import PROTOCOLS
 
     cls = ALGORITHMS.get("icl-transformer")
@@ -149,12 +148,9 @@ def test_a_protocol_with_more_ways_is_refused_before_any_data(tmp_path, capsys):
     assert cls.training_episodes(cls.resolve_hparams({}), p20).ways == 20  # the default max_ways covers it
     with pytest.raises(HParamError, match="protocol omniglot-20w1s has 20 ways, more than max_ways=10"):
         cls.training_episodes(cls.resolve_hparams({"max_ways": 10}), p20)
-    empty = tmp_path / "no-data-here"
-    args = ["evaluate", "--method", "icl-transformer", "--protocol", "omniglot-20w1s", "--hparam", "max_ways=10"]
-    rc = main([*args, "--data-dir", str(empty), "--results", str(tmp_path / "r")])
-    err = capsys.readouterr().err
-    assert rc == 2 and "more than max_ways=10" in err and "--hparam max_ways=20" in err
-    assert not empty.exists()
+    args = ["--method", "icl-transformer", "--protocol", "omniglot-20w1s", "--hparam", "max_ways=10"]
+    err = refused_before_data(args, tmp_path, capsys)
+    assert "more than max_ways=10" in err and "--hparam max_ways=20" in err
 
 
 @pytest.mark.parametrize(

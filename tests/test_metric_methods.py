@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from episodekit import TinyBackbone, learning_scores, random_episodes
+from episodekit import TinyBackbone, learning_scores, random_episodes, refused_before_data
 
 import baselines  # noqa: F401  (registers the built-in methods)
 from baselines.matching import MatchingNet, class_log_mass
@@ -236,15 +236,7 @@ def test_bad_hyper_parameters_are_named(name, hp, needle):
     ],
 )
 def test_cli_refuses_bad_hyper_parameters_before_any_data(method, hparam, needle, tmp_path, capsys):
-    from benchmark.cli import main
-
-    empty = tmp_path / "no-data-here"
-    rc = main(
-        ["evaluate", "--method", method, "--hparam", hparam, "--data-dir", str(empty), "--results", str(tmp_path / "r")]
-    )
-    err = capsys.readouterr().err
-    assert rc == 2 and needle in err and "not prepared" not in err
-    assert not (tmp_path / "r").exists() and not empty.exists()
+    assert needle in refused_before_data(["--method", method, "--hparam", hparam], tmp_path, capsys)
 
 
 # ---- each method learns real Omniglot ------------------------------------------------------------------

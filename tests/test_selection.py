@@ -51,11 +51,11 @@ def synthetic(make_view, monkeypatch):
         train = make_view([20] * 12, label="synthetic/train", size=2)
         test = make_view([20] * 8, label="synthetic/test", size=2)
         key = f"{protocol.name}:v{protocol.version}"
-        eps = fixed_episodes(test, protocol.episode, f"{key}:test", n_episodes)
+        eps = fixed_episodes(test, protocol.episode_spec, f"{key}:test", n_episodes)
         val = val_eps = None
         if val_episodes and protocol.val is not None:
             val = make_view([20] * 8, label="synthetic/val", size=2)
-            val_eps = fixed_episodes(val, protocol.episode, f"{key}:val", val_episodes)
+            val_eps = fixed_episodes(val, protocol.episode_spec, f"{key}:val", val_episodes)
         made["prep"] = episodic_training.Prepared(protocol, train, test, eps, {"omniglot": "f" * 64}, val, val_eps)
         return made["prep"]
 

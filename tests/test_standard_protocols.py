@@ -167,7 +167,7 @@ def test_every_protocol_uses_registered_datasets_and_a_fixed_test_set():
         for d in p.datasets:
             assert d in DATASETS, f"{name} uses unregistered dataset {d}"
         if p.setting in ("few-shot", "cross-domain"):
-            assert p.test_episodes == 600 and p.episode.queries == 15, name
+            assert p.test_episodes == 600 and p.episode_spec.queries == 15, name
             assert p.family, name
             assert p.setting in SETTINGS, name
 
@@ -192,7 +192,7 @@ def test_standard_protocol_values(name):
     family, size, train, val, test = expected_splits(name)
     assert p.setting == ("cross-domain" if "-to-" in name else "few-shot")
     assert p.family == family and p.image_size == size and p.channels == 3 and p.version == 1
-    assert (p.episode.ways, p.episode.shots, p.episode.queries) == (5, int(name[-2]), 15)
+    assert (p.episode_spec.ways, p.episode_spec.shots, p.episode_spec.queries) == (5, int(name[-2]), 15)
     assert p.is_single_stage and p.train_steps > 0
     for spec, (dataset, col, values) in ((p.train, train), (p.val, val), (p.test, test)):
         assert spec == SplitSpec(dataset, where=((col, values),))
@@ -241,11 +241,11 @@ def test_views_select_the_right_classes_and_test_episodes_can_be_drawn(name, std
         assert tuple(view.images.shape[1:]) == (3, p.image_size, p.image_size)
         views[split] = view
     assert not set(views["train"].classes) & (set(views["val"].classes) | set(views["test"].classes))
-    index = fixed_episodes(views["test"], p.episode, f"{p.name}:v{p.version}:test", p.test_episodes)
+    index = fixed_episodes(views["test"], p.episode_spec, f"{p.name}:v{p.version}:test", p.test_episodes)
     assert len(index) == 600
     assert all(len(set(row)) == 5 for row in index.classes.tolist())
-    ep = EpisodeSampler(views["test"], p.episode).episodes(index, 0, 3)
-    k = p.episode.shots
+    ep = EpisodeSampler(views["test"], p.episode_spec).episodes(index, 0, 3)
+    k = p.episode_spec.shots
     assert tuple(ep.support_x.shape) == (3, 5 * k, 3, p.image_size, p.image_size)
     assert tuple(ep.query_x.shape) == (3, 5 * 15, 3, p.image_size, p.image_size)
 

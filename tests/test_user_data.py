@@ -185,7 +185,7 @@ def test_ratio_split_toml_protocol(prepared, tmp_path):
     assert pf.read(path, data) == p  # deterministic
     assert pf.ratio_split([f"class{c}" for c in range(8)], [0.5, 0.25, 0.25], 0) == parts
     assert pf.ratio_split([f"class{c}" for c in range(8)], [0.5, 0.25, 0.25], 1) != parts
-    assert (p.episode.ways, p.episode.queries, p.channels, p.test_episodes) == (2, 2, 3, 20)
+    assert (p.episode_spec.ways, p.episode_spec.queries, p.channels, p.test_episodes) == (2, 2, 3, 20)
     assert p.summary()["source"] == {"file": str(path), "sha256": pf.sha256_bytes(path.read_bytes())}
     assert "source" not in PROTOCOLS.get("omniglot-5w1s").summary()  # built-ins are unchanged
 

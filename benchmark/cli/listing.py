@@ -84,9 +84,9 @@ def cmd_list(args, ap) -> int:
                         name,
                         f"v{p.version}",
                         p.setting,
-                        f"{p.episode.ways}-way {p.episode.shots}-shot",
+                        f"{p.episode.ways}-way {p.episode.shots}-shot" if p.episode else "classification",
                         f"{p.image_size}px",
-                        f"{p.test_episodes} test episodes",
+                        f"{p.test_episodes} test episodes" if p.episode else f"every image of {p.test.label}",
                     )
                     for name, p in PROTOCOLS.items()
                 ]

@@ -64,7 +64,7 @@ def meta_speed(name: str, device, data_dir, tasks=32, inner_steps=5, repeats=5, 
     model = _build(name, prep, {k: v for k, v in hp.items() if k in cls.defaults()}).to(device)
     model.log_dict = lambda *a, **k: None  # outside a Trainer there is nothing to log to
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sampler = EpisodeSampler(prep.train, prep.protocol.episode)
+    sampler = EpisodeSampler(prep.train, prep.protocol.episode_spec)
     g = torch.Generator(device=device).manual_seed(0)
     batch = sampler.sample(tasks, g)
 
@@ -94,7 +94,7 @@ def meta_speed(name: str, device, data_dir, tasks=32, inner_steps=5, repeats=5, 
     out = {
         "tasks_per_batch": tasks,
         "inner_steps": model.hp["inner_steps"],
-        "episode": str(prep.protocol.episode),
+        "episode": str(prep.protocol.episode_spec),
         "loss_vmap": vm,
         "loss_loop": lp,
         "vmap_tasks_per_s": tasks / t_vmap,
@@ -116,7 +116,7 @@ def meta_speed(name: str, device, data_dir, tasks=32, inner_steps=5, repeats=5, 
 def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, log=print) -> dict:
     prep = _omniglot(device, data_dir, episodes=min(episodes, 600))
     model = _build("protonet", prep, {}).to(device).eval()
-    sampler = EpisodeSampler(prep.test, prep.protocol.episode)
+    sampler = EpisodeSampler(prep.test, prep.protocol.episode_spec)
     g = torch.Generator(device=device).manual_seed(0)
     n_batches = max(1, episodes // eval_batch)
 
@@ -137,7 +137,7 @@ def protonet_speed(device, data_dir, episodes=2000, eval_batch=500, repeats=5, l
     t_s = _time(eval_sampled, repeats, device, warmup=1)
     t_f = _time(eval_fixed, repeats, device, warmup=1)
     out = {
-        "episode": str(prep.protocol.episode),
+        "episode": str(prep.protocol.episode_spec),
         "eval_batch": eval_batch,
         "sampled_episodes_per_s": n_batches * eval_batch / t_s,
         "fixed_episodes_per_s": fixed_n / t_f,
@@ -156,7 +156,7 @@ def eval_speed(name: str, device, data_dir, episodes: int, log=print) -> dict:
     fixed test episodes of omniglot-5w1s, in the method's own batches, after one warm-up batch."""
     prep = _omniglot(device, data_dir, episodes=episodes)
     model = _build(name, prep, {}).to(device).eval()
-    sampler = EpisodeSampler(prep.test, prep.protocol.episode, model.shuffled_support)
+    sampler = EpisodeSampler(prep.test, prep.protocol.episode_spec, model.shuffled_support)
     step = max(1, int(model.hp["eval_batch"]))
     n = len(prep.episodes)
 

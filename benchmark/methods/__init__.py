@@ -3,6 +3,7 @@
 from ..core.errors import HParamError
 from .backbones import BACKBONES, BatchStatNorm2d, make_backbone, statistics_from
 from .contract import ALGORITHMS, COMMON_HPARAMS, MetaLearner, TaskInfo, prototypes, register
+from .domains import DomainLearner
 from .recipes import PaperResult, Recipe, ResolvedRecipe, paper_result, resolve_recipe
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "ALGORITHMS",
     "COMMON_HPARAMS",
     "MetaLearner",
+    "DomainLearner",
     "TaskInfo",
     "prototypes",
     "register",

@@ -130,7 +130,7 @@ class MetaLearner(pl.LightningModule):
     @classmethod
     def training_episodes(cls, hp: dict[str, Any], protocol: Protocol) -> EpisodeSpec:
         """The episode shape this method trains on; raise HParamError for a combination it cannot train."""
-        e = protocol.episode
+        e = protocol.episode_spec
         return EpisodeSpec(hp["train_ways"] or e.ways, hp["train_shots"] or e.shots, hp["train_queries"] or e.queries)
 
     def train_spec(self, protocol: Protocol) -> EpisodeSpec:

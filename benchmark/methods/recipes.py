@@ -27,8 +27,12 @@ class Recipe:
     note: str = ""  # what differs from the paper here, and why
 
     def matches(self, protocol: Protocol) -> bool:
+        if self.family != protocol.family:
+            return False
         e = protocol.episode
-        return self.family == protocol.family and self.ways in (None, e.ways) and self.shots in (None, e.shots)
+        if e is None:  # a classification protocol: a recipe for it names no episode shape
+            return self.ways is None and self.shots is None
+        return self.ways in (None, e.ways) and self.shots in (None, e.shots)
 
     @property
     def key(self) -> str:

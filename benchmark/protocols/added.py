@@ -79,7 +79,9 @@ def add(path: str | os.PathLike, data_dir=None, log: Callable[[str], None] = pri
     atomic_write_bytes(dest, path.read_bytes())
     if existing is not None and existing != dest:
         existing.unlink()
-    log(f"added protocol {p.name} v{p.version} ({p.setting}, {p.episode}) -> {dest}; use it as --protocol {p.name}")
+    log(
+        f"added protocol {p.name} v{p.version} ({p.setting}, {p.episode_spec}) -> {dest}; use it as --protocol {p.name}"
+    )
     return dest
 
 

@@ -183,3 +183,68 @@ for target, (what, test, note) in CROSS_TESTS.items():
                 family="mini-imagenet",
             )
         )
+
+
+# --- domain generalisation: train on some domains, test on one never seen ------------------------------------
+
+PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+PACS_HOLDOUT = "pacs-dg-v1"  # the versioned 80/20 split inside every domain (per class)
+for target in PACS_DOMAINS:
+    sources = tuple(d for d in PACS_DOMAINS if d != target)
+    _register(
+        Protocol(
+            name=f"pacs-dg-{target.replace('_', '-')}",
+            version=1,
+            setting="domain-generalisation",
+            description=f"PACS leave-one-domain-out: 7-way classification, trained on {', '.join(sources)} "
+            f"(80% of each; the other 20% is the validation data that selects the model), tested on every "
+            f"{target} image. From scratch (no pretrained weights), 84x84 RGB",
+            stages=(
+                Stage(
+                    train=SplitSpec("pacs", where=(("domain", sources),), holdout=(PACS_HOLDOUT, 0.2, "in")),
+                    val=SplitSpec("pacs", where=(("domain", sources),), holdout=(PACS_HOLDOUT, 0.2, "out")),
+                    test=(SplitSpec("pacs", where=(("domain", (target,)),)),),
+                ),
+            ),
+            episode=None,
+            image_size=84,
+            channels=3,
+            train_steps=5000,  # DomainBed's 5,000 steps, a batch of 32 images per source domain
+            family="pacs-dg",
+        )
+    )
+
+# Few-shot under domain shift: the domains are rotations of Omniglot. Meta-training and model selection see the
+# Vinyals train and val characters at five rotations; the test characters are scored at a sixth rotation never
+# seen in training (the target, ranked: Protocol.test is the last test split) and on the same fixed episodes
+# unrotated (the in-domain reference, reported beside it). Non-multiples of 90 are interpolated (bilinear,
+# benchmark.store.views.rotate), so every domain but 0 degrees also carries some blur.
+DG_ROTATIONS = (0, 15, 30, 45, 60)
+DG_TARGET = 75
+for ways in (5, 20):
+    _register(
+        Protocol(
+            name=f"rotated-omniglot-dg-{ways}w1s",
+            version=1,
+            setting="domain-generalisation",
+            description=f"Omniglot under domain shift: meta-train on the Vinyals train characters at rotations "
+            f"{', '.join(map(str, DG_ROTATIONS))} degrees (select on the val characters at the same rotations), "
+            f"test on the test characters at {DG_TARGET} degrees (unseen), with the same episodes at 0 degrees as "
+            f"the in-domain reference; 28x28 grey, {ways}-way 1-shot",
+            stages=(
+                Stage(
+                    train=SplitSpec("omniglot", OMNI, "train", rotations=DG_ROTATIONS),
+                    val=SplitSpec("omniglot", OMNI, "val", rotations=DG_ROTATIONS),
+                    test=(
+                        SplitSpec("omniglot", OMNI, "test"),  # the reference: the test characters, unrotated
+                        SplitSpec("omniglot", OMNI, "test", rotations=(DG_TARGET,)),  # the target
+                    ),
+                ),
+            ),
+            episode=EpisodeSpec(ways, 1, 15),
+            image_size=28,
+            channels=1,
+            train_steps=5000,
+            family="rotated-omniglot-dg",
+        )
+    )

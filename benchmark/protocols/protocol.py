@@ -26,8 +26,26 @@ class SplitSpec:
     class_split: str | None = None  # a file in benchmark/splits, e.g. "omniglot-vinyals-v1"
     part: str | None = None  # its part: "train", "val" or "test"
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # row filters, e.g. (("domain", ("sketch",)),)
-    rotations: tuple[int, ...] = (0,)  # degrees; each (class, rotation) is a class of its own
+    rotations: tuple[int, ...] = (0,)  # degrees counter-clockwise; each (class, rotation) is a class of its own
     classes: tuple[str, ...] = ()  # the split's classes given inline (protocol files), instead of a file
+    # (name, fraction, part): a fixed, versioned share of the images of every stratum (class and `where`
+    # values) held out by a hash of (name, stratum, position); part "out" is the share, "in" the rest
+    holdout: tuple[str, float, str] | None = None
+
+    def __post_init__(self):
+        bad = [r for r in self.rotations if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 360]
+        if bad or not self.rotations or len(set(self.rotations)) != len(self.rotations):
+            raise ValueError(
+                f"split {self.dataset}: rotations {list(self.rotations)} must be distinct whole degrees in [0, 360)"
+                + (f" ({bad} are not)" if bad else "")
+            )
+        if self.holdout is not None:
+            name, fraction, part = self.holdout
+            if not (0 < fraction < 1) or part not in ("in", "out") or not SLUG.match(name):
+                raise ValueError(
+                    f"split {self.dataset}: holdout {self.holdout!r} must be (a slug, a fraction in (0, 1), "
+                    f"'in' or 'out')"
+                )
 
     @property
     def label(self) -> str:
@@ -40,6 +58,9 @@ class SplitSpec:
         bits += [f"{col}={'+'.join(vals)}" for col, vals in self.where]
         if self.rotations != (0,):
             bits.append("rot" + "+".join(str(r) for r in self.rotations))
+        if self.holdout is not None:
+            name, fraction, part = self.holdout
+            bits.append(f"{name}@{fraction:g}:{part}")
         return "/".join(bits)
 
 
@@ -67,7 +88,7 @@ class Protocol:
     setting: str
     description: str
     stages: tuple[Stage, ...]
-    episode: EpisodeSpec
+    episode: EpisodeSpec | None  # None: not episodic (classification over the dataset's classes)
     image_size: int
     channels: int
     test_episodes: int = 600
@@ -85,6 +106,13 @@ class Protocol:
             raise ValueError(f"protocol {self.name}: no stages")
         if not self.family:
             object.__setattr__(self, "family", self.stages[0].train.dataset)
+
+    @property
+    def episode_spec(self) -> EpisodeSpec:
+        """The episode shape, for the code paths that only episodic protocols reach."""
+        if self.episode is None:
+            raise ValueError(f"protocol {self.name} is not episodic: it has no episode shape")
+        return self.episode
 
     @property
     def is_single_stage(self) -> bool:
@@ -117,9 +145,11 @@ class Protocol:
             "version": self.version,
             "setting": self.setting,
             "family": self.family,
-            "ways": self.episode.ways,
-            "shots": self.episode.shots,
-            "queries": self.episode.queries,
+            **(
+                {"ways": self.episode.ways, "shots": self.episode.shots, "queries": self.episode.queries}
+                if self.episode is not None
+                else {}
+            ),
             "image_size": self.image_size,
             "datasets": list(self.datasets),
             "test_split": self.test.label,

@@ -6,6 +6,7 @@ side (the run loop, episodic_training) load on first use."""
 
 from ..core.lazy import lazy_exports
 from .base import SETTINGS, PageSpec, Scored, Setting, Trained, check_record, load_record, register_setting
+from .domain_setting import DomainGeneralisation
 from .episodic import CrossDomain, Episodic, FewShot
 
 _EXPORTS = {
@@ -29,6 +30,7 @@ __all__ = [
     "load_record",
     "register_setting",
     "CrossDomain",
+    "DomainGeneralisation",
     "Episodic",
     "FewShot",
     *_EXPORTS,

@@ -24,6 +24,7 @@ from ..core.errors import InvalidRecord
 from ..core.registry import Registry, UnknownName
 from ..protocols import Protocol
 from ..records import read_record
+from ..records.validators import check
 from ..run.config import RunConfig
 
 if TYPE_CHECKING:  # only for annotations: reading records must not import torch
@@ -64,6 +65,12 @@ class Setting:
     unit: ClassVar[str] = "unit"  # what is scored and paired, e.g. "test episode"
     rank_test: ClassVar[str] = "two-sided Wilcoxon signed-rank test"
     page: ClassVar[PageSpec] = PageSpec(columns=())
+
+    def for_protocol(self, protocol: str) -> Setting:
+        """The setting that runs, scores and shows this protocol: itself, except for a setting whose protocols
+        take several shapes (domain generalisation: classification or episodes), which returns the part that
+        owns this one, with its own unit and page columns."""
+        return self
 
     # --- 1. training --------------------------------------------------------------------------------
     def supports(self, protocol: Protocol) -> str | None:
@@ -108,7 +115,7 @@ class Setting:
             if not sub:
                 continue
             try:
-                jsonschema.validate(obj, sub)
+                check(obj, sub)  # compiled once per schema: see records.validators
             except jsonschema.ValidationError as e:
                 inner = "/".join(str(p) for p in e.absolute_path)
                 raise InvalidRecord(f"{self.name} section: schema violation at {where}/{inner}: {e.message}") from None
@@ -152,6 +159,27 @@ class Setting:
         if self.pairing_key(a) != self.pairing_key(b):
             return f"different {self.unit}s (their fingerprints or counts differ)"
         return None
+
+    # --- 5. verification (`bench verify` re-scores units from the record's checkpoints) ------------------
+    def prepare_to_verify(self, protocol: Protocol, record: dict, device: torch.device, data_dir: str | None) -> Any:
+        """The data to re-score the record's units with, regenerated from the protocol."""
+        raise NotImplementedError
+
+    def scored_on_problem(self, record: dict, data: Any) -> str | None:
+        """Why the regenerated units are not the ones the record was scored on (fingerprints); None if they are."""
+        raise NotImplementedError
+
+    def recorded_units(self, run: dict) -> np.ndarray:
+        """One seed's unit scores as recorded: the ranked units, then any the setting also re-scores (a reference)."""
+        raise NotImplementedError
+
+    def rescore(self, model: MetaLearner, data: Any, indices: list[int], device: torch.device) -> np.ndarray:
+        """The scores of units `indices` (each computed on its own terms: batching must not matter)."""
+        raise NotImplementedError
+
+    def verify_tolerance(self, record: dict) -> tuple[float, float]:
+        """(per unit, mean absolute) differences between recorded and re-scored units that still pass."""
+        return 1e-9, 1e-9
 
 
 SETTINGS: Registry[Setting] = Registry("setting")

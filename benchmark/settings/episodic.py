@@ -58,6 +58,7 @@ class Episodic(Setting):
             "type": "object",
             "required": ["episode_accuracies", "ci95", "n"],
             "properties": {
+                "selection": {"type": "object", "properties": {"rule": {"enum": ["final", "best-val"]}}},
                 "episode_accuracies": {
                     "type": "array",
                     "minItems": 1,
@@ -106,7 +107,7 @@ class Episodic(Setting):
         return None if protocol.is_single_stage else "it has several stages; episodic settings train one"
 
     def training_key(self, p: Protocol) -> tuple:
-        return (p.train, p.val, p.image_size, p.channels, p.episode, p.train_steps, p.family)
+        return (p.train, p.val, p.image_size, p.channels, p.episode_spec, p.train_steps, p.family)
 
     def check_method(self, cls, hp, protocol):
         if cls.training_data == "episodes":
@@ -192,6 +193,31 @@ class Episodic(Setting):
     def pairing_key(self, record):
         p = record["protocol"]
         return (p["version"], p["episodes_fingerprint"], record["summary"]["n_episodes"])
+
+    # --- verification --------------------------------------------------------------------------------
+    def prepare_to_verify(self, protocol, record, device, data_dir):
+        return _training().prepare_run(protocol, device, record["protocol"]["test_episodes"], data_dir)
+
+    def scored_on_problem(self, record, data):
+        p = record["protocol"]
+        if data.episodes.fingerprint != p["episodes_fingerprint"]:
+            return (
+                f"the record's episodes_fingerprint {p['episodes_fingerprint'][:12]}... is not that of "
+                f"{p['name']} v{p['version']}'s {len(data.episodes)} fixed test episodes "
+                f"({data.episodes.fingerprint[:12]}...): it was not scored on the protocol's episodes"
+            )
+        return None
+
+    def recorded_units(self, run):
+        return np.asarray(run["episode_accuracies"], dtype=np.float64)
+
+    def rescore(self, model, data, indices, device):
+        return _training().rescore(model, data, indices, device)
+
+    def verify_tolerance(self, record):
+        """One query may flip in an episode, half a query on average (float differences across devices)."""
+        nq = record["protocol"]["ways"] * record["protocol"]["queries"]
+        return 1 / nq + 1e-9, 0.5 / nq
 
 
 # Two decimals of a percentage is what the page shows; a recorded interval that differs from the one

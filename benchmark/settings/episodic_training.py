@@ -71,11 +71,12 @@ def prepare_run(
         return built[key]
 
     train, test = view(protocol.train), view(protocol.test)
-    eps = fixed_episodes(test, protocol.episode, episodes_key(protocol, "test"), n_episodes or protocol.test_episodes)
+    spec = protocol.episode_spec
+    eps = fixed_episodes(test, spec, episodes_key(protocol, "test"), n_episodes or protocol.test_episodes)
     val = val_eps = None
     if val_episodes > 0 and protocol.val is not None:
         val = view(protocol.val)
-        val_eps = fixed_episodes(val, protocol.episode, episodes_key(protocol, "val"), val_episodes)
+        val_eps = fixed_episodes(val, protocol.episode_spec, episodes_key(protocol, "val"), val_episodes)
     return Prepared(protocol, train, test, eps, fps, val, val_eps)
 
 
@@ -92,7 +93,7 @@ def evaluate_model(
 ) -> tuple[np.ndarray, float]:
     """Per-episode query accuracy on fixed episodes start..stop-1, and the seconds it took."""
     place(model, device).eval()
-    sampler = EpisodeSampler(view, protocol.episode, model.shuffled_support)
+    sampler = EpisodeSampler(view, protocol.episode_spec, model.shuffled_support)
     stop = len(index) if stop is None else stop
     step = max(1, int(model.hp.get("eval_batch", 50)))
     accs = []
@@ -116,7 +117,7 @@ def evaluate_model(
     return torch.cat(accs).double().numpy(), time.perf_counter() - t0
 
 
-class _Checkpoints(pl.Callback):
+class Checkpoints(pl.Callback):
     """Scores the model on the validation episodes every `every` steps and, under a time budget, every
     `every_s` seconds too (a time-capped run may stop long before its step budget), keeping the best."""
 
@@ -138,21 +139,34 @@ class _Checkpoints(pl.Callback):
                 self.next_s = time.perf_counter() - self.t0 + self.every_s
 
 
-def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: int, device: torch.device) -> Trained:
-    remote = getattr(model, "remote_train", None)
-    if remote is not None:  # a sandboxed submission (benchmark.submissions.sandbox) trains in its own process
-        return remote(data, cfg, steps, seed, device)
-    draw: Callable[[torch.Generator], object]
+def training_draw(model: MetaLearner, data: Prepared, device: torch.device) -> Callable[[torch.Generator], object]:
+    """Training batches from the training split: episodes, or image batches for pre-training methods."""
     if model.training_data == "episodes":
         sampler = EpisodeSampler(data.train, model.train_spec(data.protocol), model.shuffled_support)
         mb = model.hp["meta_batch"]
-        draw = lambda g: sampler.sample(mb, g).to(device)  # noqa: E731
-    elif model.training_data == "batches":
+        return lambda g: sampler.sample(mb, g).to(device)
+    if model.training_data == "batches":
         images = ImageBatchSampler(data.train)
         bs = model.hp["batch_size"]
-        draw = lambda g: tuple(t.to(device) for t in images.sample(bs, g))  # noqa: E731
-    else:
-        raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', not {model.training_data!r}")
+        return lambda g: tuple(t.to(device) for t in images.sample(bs, g))
+    raise BenchError(f"{model.name}: training_data must be 'episodes' or 'batches', not {model.training_data!r}")
+
+
+def train(
+    model: MetaLearner,
+    data: Prepared,
+    cfg: RunConfig,
+    steps: int,
+    seed: int,
+    device: torch.device,
+    draw: Callable[[torch.Generator], object] | None = None,
+) -> Trained:
+    """Train with model selection on the validation episodes; batches from `draw(generator)` when given (a
+    setting with batches of its own shape), else episodes or image batches of the training split."""
+    remote = getattr(model, "remote_train", None)
+    if remote is not None:  # a sandboxed submission (benchmark.submissions.sandbox) trains in its own process
+        return remote(data, cfg, steps, seed, device)
+    draw = draw or training_draw(model, data, device)
     val, val_eps, val_split = data.val, data.val_episodes, data.protocol.val
     select = val is not None and val_eps is not None and val_split is not None and steps > 0
     checked: list[tuple[int, float]] = []
@@ -174,7 +188,7 @@ def train(model: MetaLearner, data: Prepared, cfg: RunConfig, steps: int, seed: 
             )
 
     every_s = cfg.max_train_time / (cfg.val_checks + 1) if cfg.max_train_time else None
-    callbacks = [_Checkpoints(max(1, steps // max(1, cfg.val_checks)), check, every_s)] if select else []
+    callbacks = [Checkpoints(max(1, steps // max(1, cfg.val_checks)), check, every_s)] if select else []
     seconds, done = fit(
         model, draw, steps, seed, device, data.train.device, cfg.progress, cfg.max_train_time, callbacks
     )
@@ -201,7 +215,32 @@ def score(model: MetaLearner, data: Prepared, device: torch.device, progress: bo
     return Scored(accs, secs)
 
 
+def sample_episodes(prep: Prepared, indices: list[int]) -> FixedEpisodes:
+    """Test episode i generated on its own (start=i, count=1), for each i, stacked into one index.
+    fixed_episodes is a pure function of (key, index); checking each against the full index's slice
+    makes that a fact for the record being verified rather than an assumption."""
+    key = episodes_key(prep.protocol, "test")
+    parts = [fixed_episodes(prep.test, prep.protocol.episode_spec, key, 1, start=i) for i in indices]
+    full = prep.episodes
+    for i, one in zip(indices, parts):
+        pairs = ((one.classes[0], full.classes[i]), (one.slots[0], full.slots[i]), (one.qperm[0], full.qperm[i]))
+        if not all(torch.equal(a, b) for a, b in pairs):
+            raise BenchError(f"episode {i} generated alone differs from the batched index; a bug in benchmark/episodes")
+    return FixedEpisodes(
+        torch.cat([p.classes for p in parts]),
+        torch.cat([p.slots for p in parts]),
+        torch.cat([p.qperm for p in parts]),
+        f"sample of {full.fingerprint}",
+    )
+
+
+def rescore(model: MetaLearner, prep: Prepared, indices: list[int], device: torch.device) -> np.ndarray:
+    accs, _ = evaluate_model(model, prep.test, sample_episodes(prep, indices), prep.protocol, device, progress=False)
+    return accs
+
+
 def build_model(cls: type[MetaLearner], data: Prepared, hp: dict[str, Any]) -> MetaLearner:
     p = data.protocol
-    task = TaskInfo(p.episode.ways, p.episode.shots, p.episode.queries, p.image_size, p.channels, data.train.n_classes)
+    e = p.episode_spec
+    task = TaskInfo(e.ways, e.shots, e.queries, p.image_size, p.channels, data.train.n_classes)
     return cls(task, **hp)

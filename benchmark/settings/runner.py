@@ -24,7 +24,7 @@ from .base import SETTINGS, Setting
 
 
 def setting_of(protocol: Protocol) -> Setting:
-    return SETTINGS.get(protocol.setting)
+    return SETTINGS.get(protocol.setting).for_protocol(protocol.name)
 
 
 def method_class(name: str) -> type[MetaLearner]:

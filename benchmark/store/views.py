@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..core.errors import DataError
 from ..protocols import SplitSpec, class_split
@@ -49,7 +52,27 @@ class EpisodeView:
         return (x.float() / 255.0 - self.mean) / self.std
 
 
-def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
+def holdout_mask(store: TensorStore, split: SplitSpec) -> np.ndarray:
+    """Rows in the split's holdout part. Within each stratum (a class and the `where` columns' values) the
+    rows, in prepared order, are ranked by a hash of (holdout name, stratum, position) and the first
+    round(fraction * n) are "out": the same images on every machine, for every method, independent of
+    which other rows the split keeps."""
+    assert split.holdout is not None
+    name, fraction, part = split.holdout
+    cols = [store.columns["label"], *(store.columns[c] for c, _ in split.where)]
+    strata: dict[tuple[str, ...], list[int]] = {}
+    for row, key in enumerate(zip(*cols)):
+        strata.setdefault(key, []).append(row)
+    out = np.zeros(len(store.images), dtype=bool)
+    for key, rows in strata.items():
+        stratum = "/".join(key)
+        ranks = sorted(range(len(rows)), key=lambda i: hashlib.sha256(f"{name}|{stratum}|{i}".encode()).digest())
+        out[[rows[i] for i in ranks[: round(fraction * len(rows))]]] = True
+    return out if part == "out" else ~out
+
+
+def split_rows(store: TensorStore, split: SplitSpec) -> np.ndarray:
+    """The store rows a split selects, in prepared order (rotations aside)."""
     keep = np.ones(len(store.images), dtype=bool)
     for col, values in split.where:
         if col not in store.columns:
@@ -66,9 +89,77 @@ def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
                 f"{store.name} (e.g. {absent[:3]}); the prepared data is incomplete or a different dataset."
             )
         keep &= np.isin(labels, wanted)
+    if split.holdout is not None:
+        keep &= holdout_mask(store, split)
     idx = np.nonzero(keep)[0]
     if idx.size == 0:
         raise DataError(f"split {split.label} selects no images from {store.name}")
+    return idx
+
+
+_ROTATE_CHUNK = 8192  # images per interpolation call: bounds the float64 copies, not the result
+
+
+def rotate(images: torch.Tensor, degrees: int) -> torch.Tensor:
+    """uint8 images [M, C, H, W] turned `degrees` counter-clockwise about their centre. Multiples of 90 are exact
+    (torch.rot90); other angles interpolate bilinearly in float64 on the CPU, so the bytes are the same on every
+    machine, with each image's border extended into the corners it does not cover (the background, for Omniglot)."""
+    if degrees % 90 == 0:
+        k = degrees // 90 % 4
+        return torch.rot90(images, k, dims=(2, 3)) if k else images
+    return bilinear_rotation(images, degrees)
+
+
+def bilinear_rotation(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """`rotate` by interpolation, for any angle (at multiples of 90 it gives rot90's bytes for square images:
+    pixel centres land on pixel centres)."""
+    m, c, h, w = images.shape
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    # affine_grid maps output to input coordinates, each axis normalised to [-1, 1]: the aspect terms keep
+    # the turn rigid in pixels when H != W
+    theta = torch.tensor([[[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]]], dtype=torch.float64)
+    grid = F.affine_grid(theta, [1, c, h, w], align_corners=False)
+    out = torch.empty(m, c, h, w, dtype=torch.uint8)
+    for i in range(0, m, _ROTATE_CHUNK):
+        part = images[i : i + _ROTATE_CHUNK].cpu().to(torch.float64)
+        turned = F.grid_sample(
+            part, grid.expand(len(part), h, w, 2), mode="bilinear", padding_mode="border", align_corners=False
+        )
+        out[i : i + _ROTATE_CHUNK] = turned.round().clamp(0, 255).to(torch.uint8)
+    return out.to(images.device)
+
+
+def rotation_views(view: EpisodeView, rotations: tuple[int, ...]) -> list[EpisodeView]:
+    """The view of a split with several rotations cut into one view per rotation (build_view lays them out as
+    consecutive blocks of the same classes): slices of its tensors, no copies."""
+    n = len(rotations)
+    if n == 0 or view.n_classes % n or len(view.images) % n:
+        raise ValueError(f"view {view.label} does not hold {n} equal rotation blocks")
+    per_class, per_row = view.n_classes // n, len(view.images) // n
+    out = []
+    for i, rot in enumerate(rotations):
+        classes = view.classes[i * per_class : (i + 1) * per_class]
+        suffix = "" if rotations == (0,) else f"@rot{rot:03d}"  # build_view names an unrotated split's classes plainly
+        if not all(c.endswith(suffix) for c in classes):
+            raise ValueError(f"view {view.label}: block {i} is not rotation {rot} (its classes do not end in {suffix})")
+        out.append(
+            EpisodeView(
+                f"{view.label}#rot{rot:03d}",
+                view.images[i * per_row : (i + 1) * per_row],
+                view.offsets[i * per_class : (i + 1) * per_class] - i * per_row,
+                view.counts[i * per_class : (i + 1) * per_class],
+                classes,
+                view.mean,
+                view.std,
+                view.data_fingerprint,
+            )
+        )
+    return out
+
+
+def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
+    idx = split_rows(store, split)
+    labels = store.columns["label"]
     order = np.argsort(labels[idx], kind="stable")
     idx = idx[order]
     names, starts, counts = np.unique(labels[idx], return_index=True, return_counts=True)
@@ -76,8 +167,7 @@ def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
     chunks, offsets, all_counts, classes = [], [], [], []
     pos = 0
     for rot in split.rotations:
-        k = rot // 90
-        chunks.append(torch.rot90(base, k, dims=(2, 3)) if k else base)
+        chunks.append(rotate(base, rot))
         for name, s, c in zip(names, starts, counts):
             offsets.append(pos + int(s))
             all_counts.append(int(c))

@@ -11,7 +11,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,11 @@ from ..core.errors import BenchError, InvalidRecord
 from ..core.files import sha256_bytes, sha256_file
 from ..core.registry import UnknownName
 from ..data import ensure_prepared, load_prepared
-from ..episodes import FixedEpisodes, fixed_episodes
 from ..protocols import PROTOCOLS
 from ..records import Record, to_jsonable
 from ..records import record_path as expected_record_path
 from ..run import CHECKPOINTS, resolve_device
-from ..settings import SETTINGS, Episodic, Prepared, evaluate_model, load_record, method_class, prepare_run, setting_of
+from ..settings import SETTINGS, load_record, method_class
 from .sandbox import open_submission
 
 SHOW_ALL = 50  # per-episode lines in a report; beyond this only episodes that differ are listed
@@ -55,18 +54,19 @@ class VerifyReport:
     record_path: Path
     method: str
     protocol: str
-    ways_queries: int
+    tolerances: tuple[float, float]  # (per unit, mean absolute): the setting's
     device: str
     seeds: list[SeedCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    sampling: str = ""  # which episodes were re-run, and how they were chosen
+    sampling: str = ""  # which units were re-run, and how they were chosen
     seconds: float = 0.0
+    unit: str = "episode"  # what is re-scored: "episode", "image"
 
     @property
     def tolerance(self) -> tuple[float, float]:
-        """(per-episode, mean absolute) tolerances: one query may flip, half a query on average."""
-        return 1 / self.ways_queries + 1e-9, 0.5 / self.ways_queries
+        """(per unit, mean absolute) tolerances, e.g. for episodes one query may flip, half a query on average."""
+        return self.tolerances
 
     @property
     def passed(self) -> bool:
@@ -93,28 +93,29 @@ class VerifyReport:
                 if len(s.indices) <= SHOW_ALL or i in s.bad or abs(c - r) > 1e-6  # float32 means: ignore rounding
             ]
             if shown:
-                lines.append(f"    {'episode':>8}  {'recorded':>9}  {'recomputed':>10}  {'diff':>7}")
+                lines.append(f"    {self.unit:>8}  {'recorded':>9}  {'recomputed':>10}  {'diff':>7}")
             for i, r, c in shown[:SHOW_ALL]:
                 flag = "  <- disagrees" if i in s.bad else ""
                 lines.append(f"    {i:>8}  {r:>9.4f}  {c:>10.4f}  {c - r:>+7.4f}{flag}")
             if len(shown) > SHOW_ALL:
                 lines.append(f"    ... and {len(shown) - SHOW_ALL} more that differ")
             lines.append(
-                f"    {len(s.indices)} episodes, mean |diff| {s.mean_abs:.4f} "
-                f"(allowed: {tol:.4f} per episode, {mtol:.4f} on average)"
+                f"    {len(s.indices)} {self.unit}s, mean |diff| {s.mean_abs:.4f} "
+                f"(allowed: {tol:.4f} per {self.unit}, {mtol:.4f} on average)"
             )
         lines += [f"  FAIL: {p}" for p in self.problems]
         for s in self.seeds:
             if s.bad:
                 lines.append(
-                    f"  FAIL: seed {s.seed}: episode(s) {', '.join(map(str, s.bad))} do not reproduce "
+                    f"  FAIL: seed {s.seed}: {self.unit}(s) {', '.join(map(str, s.bad))} do not reproduce "
                     f"the recorded accuracies"
                 )
             elif s.mean_too_far:
                 lines.append(f"  FAIL: seed {s.seed}: mean |diff| {s.mean_abs:.4f} exceeds {mtol:.4f}")
         n = sum(len(s.indices) for s in self.seeds)
         lines.append(
-            f"verdict: PASS: {n} episode(s) over {len(self.seeds)} seed(s) reproduce the record ({self.seconds:.0f} s)"
+            f"verdict: PASS: {n} {self.unit}(s) over {len(self.seeds)} seed(s) reproduce the record "
+            f"({self.seconds:.0f} s)"
             if self.passed
             else "verdict: FAIL: the record is not reproduced (see above)"
         )
@@ -144,30 +145,6 @@ def _results_root(path: Path, record: dict) -> Path:
         f"{path} is not where a results folder keeps it (<results>/{record['setting']}/{record['protocol']['name']}/"
         f"{record['method']['name']}/{record['run_id']}.json); its checkpoints are found relative to that folder, "
         f"so verify it in place"
-    )
-
-
-def _sample_episodes(prep: Prepared, key: str, indices: list[int]) -> FixedEpisodes:
-    """Episode i generated on its own (start=i, count=1), for each sampled i, stacked into one index.
-    fixed_episodes is a pure function of (key, index); checking each against the full index's slice
-    makes that a fact for this record rather than an assumption."""
-    spec = prep.protocol.episode
-    parts = [fixed_episodes(prep.test, spec, key, 1, start=i) for i in indices]
-    full = prep.episodes
-    for i, one in zip(indices, parts):
-        if not (
-            torch.equal(one.classes[0], full.classes[i])
-            and torch.equal(one.slots[0], full.slots[i])
-            and torch.equal(one.qperm[0], full.qperm[i])
-        ):
-            raise VerifyError(
-                f"episode {i} generated alone differs from the batched index; this is a bug in benchmark/episodes.py"
-            )
-    return FixedEpisodes(
-        torch.cat([p.classes for p in parts]),
-        torch.cat([p.slots for p in parts]),
-        torch.cat([p.qperm for p in parts]),
-        f"sample of {full.fingerprint}",
     )
 
 
@@ -208,12 +185,14 @@ def _verify(
         record = Record.from_dict(raw)
     except (InvalidRecord, UnicodeDecodeError) as e:
         raise VerifyError(f"{path}: not a valid record: {e}") from None
+    if record.kind == "external":
+        raise VerifyError(
+            f"{path}: an external record (predictions made by outside code, scored by benchmark.compat) has no "
+            f"checkpoint or code here to re-run, so it cannot be verified; the page marks it as not re-verifiable"
+        )
     root = Path(results_root) if results_root else _results_root(path, raw)
     rp, rm = record.protocol, record.method
-    if not isinstance(SETTINGS.get(record.setting), Episodic):
-        raise VerifyError(
-            f"{path}: verify re-runs test episodes; records of the {record.setting} setting are not episodic"
-        )
+    setting = SETTINGS.get(record.setting).for_protocol(rp.name)
     try:
         proto = PROTOCOLS.get(rp.name)
     except UnknownName as e:
@@ -225,8 +204,9 @@ def _verify(
             f"v{rp.version}"
         )
     dev = resolve_device(device)
-    nq = proto.episode.ways * proto.episode.queries
-    report = VerifyReport(path, rm.name, f"{proto.name} v{proto.version}", nq, str(dev))
+    unit = setting.unit.split()[-1]
+    tolerances = setting.verify_tolerance(raw)
+    report = VerifyReport(path, rm.name, f"{proto.name} v{proto.version}", tolerances, str(dev), unit=unit)
 
     # the method's code: a built-in from the registry, a submission from its file (unchanged)
     src = rm.source
@@ -254,18 +234,15 @@ def _verify(
         except UnknownName as e:
             raise VerifyError(f"{path}: {e}") from None
 
-    # the episodes: regenerate the whole fixed index and compare its fingerprint
-    n = rp.section["test_episodes"]
+    # the units: regenerate them from the protocol and compare their fingerprint with the record's
     ensure_prepared(proto.datasets, data_dir)
-    prep = prepare_run(proto, dev, n, data_dir)
-    if prep.episodes.fingerprint != rp.section["episodes_fingerprint"]:
-        report.problems.append(
-            f"the record's episodes_fingerprint {rp.section['episodes_fingerprint'][:12]}... is not "
-            f"that of {proto.name} v{proto.version}'s {n} fixed test episodes "
-            f"({prep.episodes.fingerprint[:12]}...): it was not scored on the protocol's episodes"
-        )
+    prep = setting.prepare_to_verify(proto, raw, dev, data_dir)
+    n = len(setting.recorded_units(raw["runs"][0]))  # what is re-scored: may be more than what is ranked
+    problem = setting.scored_on_problem(raw, prep)
+    if problem:
+        report.problems.append(problem)
         return report
-    report.notes.append(f"episodes_fingerprint matches the {n} regenerated test episodes")
+    report.notes.append(f"the {n} regenerated {setting.unit}s are the record's (fingerprints match)")
     for name, fp in prep.data_fingerprints.items():
         if record.data.get(name) not in (None, fp):
             if record.data[name] == load_prepared(name, data_dir).fingerprint:
@@ -278,16 +255,14 @@ def _verify(
 
     if sample <= 0 or sample >= n:
         indices = list(range(n))
-        report.sampling = f"re-running all {n} test episodes per seed"
+        report.sampling = f"re-running all {n} {setting.unit}s per seed"
     else:
         # a fixed default seed would let a forger leave the known sample alone and edit the rest
         seed = secrets.randbits(32) if seed is None else seed
         indices = sorted(int(i) for i in np.random.default_rng(seed).choice(n, size=sample, replace=False))
-        report.sampling = f"re-running {sample} of {n} test episodes per seed, drawn with --seed {seed}"
-    key = f"{proto.name}:v{proto.version}:test"
-    sub = replace(prep, episodes=_sample_episodes(prep, key, indices))
+        report.sampling = f"re-running {sample} of {n} {setting.unit}s per seed, drawn with --seed {seed}"
     tol, mtol = report.tolerance
-    for run in record.runs:
+    for run, raw_run in zip(record.runs, raw["runs"]):
         ck = run.checkpoint
         check = SeedCheck(run.seed, ck.path if ck else "-")
         report.seeds.append(check)
@@ -327,13 +302,12 @@ def _verify(
             check.problem = f"checkpoint {cpath} does not belong to this record: {', '.join(wrong)}"
             continue
         pl.seed_everything(run.seed, verbose=False)
-        model = setting_of(proto).build_model(cls, prep, blob["hparams"])
+        model = setting.build_model(cls, prep, blob["hparams"])
         model.load_state_dict(blob["state_dict"])
-        log(f"seed {run.seed}: re-running {len(indices)} of {n} test episodes on {dev}")
-        accs, _ = evaluate_model(model, sub.test, sub.episodes, proto, dev, progress=False)
+        log(f"seed {run.seed}: re-running {len(indices)} of {n} {setting.unit}s on {dev}")
         check.indices = indices
-        check.recorded = [float(run.section["episode_accuracies"][i]) for i in indices]
-        check.recomputed = [float(a) for a in accs]
+        check.recorded = [float(a) for a in setting.recorded_units(raw_run)[indices]]
+        check.recomputed = [float(a) for a in setting.rescore(model, prep, indices, dev)]
         diffs = np.abs(np.asarray(check.recomputed) - np.asarray(check.recorded))
         check.mean_abs = float(diffs.mean())
         check.bad = [i for i, d in zip(indices, diffs) if d > tol]
