@@ -36,6 +36,19 @@ class TinyBackbone(nn.Module):
         return self.net(x).flatten(1)
 
 
+class SmoothMlp(nn.Module):
+    """A smooth, batch-norm-free backbone (one tanh layer), so finite differences of a meta-objective through it
+    are exact to O(eps^2): what the second-order gradient checks use."""
+
+    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 6), nn.Tanh())
+        self.out_dim = 6
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class SmallConv(nn.Module):
     """Conv-4 with 16 filters instead of 64: the same shape of network (a 16-d feature at 28px), so the
     papers' step sizes suit it, and a short CPU run learns Omniglot at a fraction of Conv-4's cost."""

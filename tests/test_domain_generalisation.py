@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from episodekit import TinyBackbone
+from episodekit import SmoothMlp, TinyBackbone
 from scipy import stats
-from torch import nn
 
 import baselines  # noqa: F401  (registers erm and mldg)
 from benchmark import settings as harness
@@ -161,20 +160,8 @@ def test_no_target_image_reaches_training_or_model_selection(data_dir, tiny_back
     assert sel_a["oracle"]["val_accuracies"] != sel_b["oracle"]["val_accuracies"]  # the oracle did look
 
 
-class _Mlp(nn.Module):
-    """A smooth, batch-norm-free backbone, so finite differences of the MLDG objective are exact to O(eps^2)."""
-
-    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 6), nn.Tanh())
-        self.out_dim = 6
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def test_mldg_meta_gradient_is_second_order_and_matches_finite_differences():
-    BACKBONES.register("mlp-dg-test", _Mlp)
+    BACKBONES.register("mlp-dg-test", SmoothMlp)
     try:
         torch.manual_seed(0)
         model = ALGORITHMS.get("mldg")(TaskInfo(3, 0, 0, 4, 1, 3), backbone="mlp-dg-test", inner_lr=0.5).double()

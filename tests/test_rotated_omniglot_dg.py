@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from episodekit import SmallConv, random_episodes
+from episodekit import SmallConv, SmoothMlp, random_episodes
 from torch import nn
 
 import baselines  # noqa: F401  (registers the methods)
@@ -182,20 +182,8 @@ def test_reference_answers_the_same_episodes_as_the_target(shifted):
 # --- MLDG on episodes ----------------------------------------------------------------------------------------
 
 
-class _Mlp(nn.Module):
-    """A smooth, batch-norm-free backbone, so finite differences of the objective are exact to O(eps^2)."""
-
-    def __init__(self, in_channels: int, image_size: int, running_stats: bool = True):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 6), nn.Tanh())
-        self.out_dim = 6
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def test_mldg_episodic_meta_gradient_is_second_order():
-    BACKBONES.register("mlp-dg-episodes", _Mlp)
+    BACKBONES.register("mlp-dg-episodes", SmoothMlp)
     try:
         torch.manual_seed(0)
         model = ALGORITHMS.get("mldg")(TaskInfo(3, 2, 2, 4, 1, 30), backbone="mlp-dg-episodes", inner_lr=0.5).double()

@@ -15,8 +15,7 @@ from ..methods import MetaLearner
 from ..protocols import Protocol
 from ..records import mean_ci
 from ..run.config import RunConfig
-from ..run.device import on_device_if_it_fits
-from ..store import EpisodeView, build_view, load_store, rotation_views
+from ..store import EpisodeView, rotation_views
 from . import episodic_training as episodic
 from .base import Scored, Trained
 from .episodic import _none_if_nan
@@ -56,16 +55,8 @@ def prepare(
     built: dict | None = None,
     val_episodes: int = 0,
 ) -> ShiftedData:
-    built = {} if built is None else built
-    fps: dict[str, str] = {}
-
-    def view(split):
-        store = load_store(split.dataset, protocol.image_size, protocol.channels, data_dir)
-        fps[store.name] = store.fingerprint
-        key = (split, protocol.image_size, protocol.channels)
-        if key not in built:
-            built[key] = on_device_if_it_fits(build_view(store, split), device)
-        return built[key]
+    view = episodic.Views(protocol, device, data_dir, built)
+    fps = view.fingerprints
 
     reference_split, target_split = protocol.stages[0].test
     train, target, reference = view(protocol.train), view(target_split), view(reference_split)

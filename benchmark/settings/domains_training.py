@@ -19,12 +19,12 @@ from ..core.errors import BenchError, DataError
 from ..methods import DomainLearner, MetaLearner, TaskInfo
 from ..protocols import Protocol, SplitSpec
 from ..run.config import RunConfig
-from ..run.device import on_device_if_it_fits, place, sync
+from ..run.device import place, sync
 from ..run.training import fit
-from ..store import EpisodeView, build_view, load_store
+from ..store import EpisodeView
 from .base import Scored, Trained
 from .domain_rules import ORACLE_RULE, SELECTION_RULE
-from .episodic_training import Checkpoints
+from .episodic_training import Checkpoints, Views
 
 DOMAIN = "domain"  # the column that names an image's domain
 
@@ -74,16 +74,8 @@ def prepare(protocol: Protocol, device: torch.device, cfg: RunConfig, built: dic
         )
     if cfg.episodes is not None:
         raise BenchError(f"{protocol.name} scores every target image; --episodes does not apply to it")
-    built = {} if built is None else built
-    fps: dict[str, str] = {}
-
-    def view(split: SplitSpec) -> EpisodeView:
-        store = load_store(split.dataset, protocol.image_size, protocol.channels, cfg.data_dir)
-        fps[store.name] = store.fingerprint
-        key = (split, protocol.image_size, protocol.channels)
-        if key not in built:
-            built[key] = on_device_if_it_fits(build_view(store, split), device)
-        return built[key]
+    view = Views(protocol, device, cfg.data_dir, built)
+    fps = view.fingerprints
 
     assert protocol.val is not None
     sources = per_domain(protocol.train)

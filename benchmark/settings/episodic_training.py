@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..core.errors import BenchError
 from ..episodes import EpisodeSampler, FixedEpisodes, ImageBatchSampler, fixed_episodes
 from ..methods import MetaLearner, TaskInfo
-from ..protocols import Protocol
+from ..protocols import Protocol, SplitSpec
 from ..run.config import RunConfig
 from ..run.device import on_device_if_it_fits, place, sync
 from ..run.training import fit
@@ -37,6 +37,26 @@ class Prepared:
     data_fingerprints: dict[str, str] = field(default_factory=dict)
     val: EpisodeView | None = None
     val_episodes: FixedEpisodes | None = None
+
+
+class Views:
+    """Builds a protocol's split views on the device, once each: `built` shares them between the protocols of
+    one run (the Caltech-101 -> PACS protocols share their training split). `fingerprints` names the
+    prepared data every view read."""
+
+    def __init__(self, protocol: Protocol, device: torch.device, data_dir: str | None, built: dict | None = None):
+        self.protocol, self.device, self.data_dir = protocol, device, data_dir
+        self.built = {} if built is None else built
+        self.fingerprints: dict[str, str] = {}
+
+    def __call__(self, split: SplitSpec) -> EpisodeView:
+        p = self.protocol
+        store = load_store(split.dataset, p.image_size, p.channels, self.data_dir)
+        self.fingerprints[store.name] = store.fingerprint
+        key = (split, p.image_size, p.channels)
+        if key not in self.built:
+            self.built[key] = on_device_if_it_fits(build_view(store, split), self.device)
+        return self.built[key]
 
 
 def episodes_key(protocol: Protocol, split: str) -> str:
@@ -59,16 +79,8 @@ def prepare_run(
             f"protocol {protocol.name} has {len(protocol.stages)} stages; the episodic settings "
             f"run single-stage protocols."
         )
-    built = {} if built is None else built
-    fps: dict[str, str] = {}
-
-    def view(split):
-        store = load_store(split.dataset, protocol.image_size, protocol.channels, data_dir)
-        fps[store.name] = store.fingerprint
-        key = (split, protocol.image_size, protocol.channels)
-        if key not in built:
-            built[key] = on_device_if_it_fits(build_view(store, split), device)
-        return built[key]
+    view = Views(protocol, device, data_dir, built)
+    fps = view.fingerprints
 
     train, test = view(protocol.train), view(protocol.test)
     spec = protocol.episode_spec
