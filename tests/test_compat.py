@@ -379,3 +379,10 @@ def test_external_record_refuses_bad_predictions(data_dir, tmp_path):
     write_record(tmp_path, evaluation)
     with pytest.raises(CompatError, match="would supersede"):
         write_external_record(external_record(episodes, good, method="mine"), tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["pacs-dg-photo", "rotated-omniglot-dg-5w1s"])
+def test_domain_generalisation_protocols_are_refused_with_a_reason(protocol, tmp_path):
+    with pytest.raises(CompatError, match="few-shot and cross-domain protocols"):
+        protocol_episodes(protocol, tmp_path / "no-data")
+    assert not (tmp_path / "no-data").exists()

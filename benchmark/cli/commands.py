@@ -126,7 +126,7 @@ def _paper_vs_here(cls, results: str | None) -> None:
         )
         print(
             f"  {name:<32} paper {_paper(res)}%  here {format_ci(r['mean'], r['ci95'])}% "
-            f"({r['backbone']}, recipe {r['recipe'] or 'none'}, {r['n_units']} {SETTINGS.get(r['setting']).unit}s, "
+            f"({r['backbone']}, recipe {r['recipe'] or 'none'}, {r['n_units']} {unit_of(r)}s, "
             f"run {r['run_id']}): {verdict}"
         )
 
@@ -156,6 +156,11 @@ def cmd_perf(args, ap) -> int:
     return indexperf.main(args) if args.index else perf.main(args)
 
 
+def unit_of(row) -> str:
+    """What a board row's protocol scores ("test episode", "test image")."""
+    return SETTINGS.get(row["setting"]).for_protocol(row["protocol"]).unit
+
+
 def cmd_compare(args, ap) -> int:
     recs, vecs = [], []
     for path in (args.a, args.b):
@@ -173,7 +178,7 @@ def cmd_compare(args, ap) -> int:
         print(f"bench: error: the records cannot be compared unit by unit: {e}", file=sys.stderr)
         return 2
     diff = mean_ci(vecs[0] - vecs[1])
-    unit = SETTINGS.get(a["setting"]).unit
+    unit = SETTINGS.get(a["setting"]).for_protocol(a["protocol"]["name"]).unit
     for tag, rec, vec in (("A", a, vecs[0]), ("B", b, vecs[1])):
         r = Record.from_dict(rec)
         print(

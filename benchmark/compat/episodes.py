@@ -30,8 +30,9 @@ def episode_spec(protocol: Protocol) -> EpisodeSpec:
     """The protocol's episode shape; an error for protocols that are not scored on episodes."""
     if protocol.episode is None or not isinstance(setting_of(protocol), Episodic) or not protocol.is_single_stage:
         raise CompatError(
-            f"protocol {protocol.name} ({protocol.setting}) is not scored on fixed episodes; protocol_episodes "
-            f"and external records are for the few-shot and cross-domain protocols (`bench list`)"
+            f"protocol {protocol.name} ({protocol.setting}) is not scored on one set of fixed episodes (it classifies "
+            f"images, or scores a reference beside its target); protocol_episodes and external records are for the "
+            f"few-shot and cross-domain protocols (`bench list`)"
         )
     return protocol.episode
 
