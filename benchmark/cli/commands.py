@@ -124,9 +124,10 @@ def _paper_vs_here(cls, results: str | None) -> None:
             if inside
             else f"paper outside our 95% CI (ours {100 * r['mean'] - res.mean:+.2f} points)"
         )
+        recipe = r["recipe"] if isinstance(r["recipe"], str) else "none"  # the indexed table holds NaN for none
         print(
             f"  {name:<32} paper {_paper(res)}%  here {format_ci(r['mean'], r['ci95'])}% "
-            f"({r['backbone']}, recipe {r['recipe'] or 'none'}, {r['n_units']} {unit_of(r)}s, "
+            f"({r['backbone']}, recipe {recipe}, {r['n_units']} {unit_of(r)}s, "
             f"run {r['run_id']}): {verdict}"
         )
 
