@@ -197,7 +197,7 @@ def test_several_seeds(data_dir, tiny_backbone, tmp_path):
 @pytest.mark.integration
 def test_every_method_sees_the_same_test_episodes(data_dir, tiny_backbone, tmp_path):
     fps = {}
-    for method in METHODS:
+    for method in [m for m in METHODS if runs(m, "caltech101-to-pacs-photo-5w1s")]:  # the episodic learners
         record, path = harness.run(
             method,
             "caltech101-to-pacs-photo-5w1s",

@@ -22,6 +22,7 @@ from benchmark.core.files import sha256_file
 from benchmark.core.registry import UnknownName
 from benchmark.episodes import fixed_episodes
 from benchmark.protocols import PROTOCOLS, EpisodeSpec
+from benchmark.settings.episodic_training import sample_episodes
 from benchmark.submissions import loading, submit
 from benchmark.submissions import verify as verifying
 
@@ -180,9 +181,9 @@ def test_sampled_episodes_are_those_of_the_full_index(make_view):
     view = make_view([20] * 12)
     spec = EpisodeSpec(5, 1, 3)
     full = fixed_episodes(view, spec, "p:v1:test", 30)
-    prep = SimpleNamespace(protocol=SimpleNamespace(episode=spec), test=view, episodes=full)
+    prep = SimpleNamespace(protocol=SimpleNamespace(episode_spec=spec, name="p", version=1), test=view, episodes=full)
     idx = [0, 7, 29]
-    sub = verifying._sample_episodes(prep, "p:v1:test", idx)
+    sub = sample_episodes(prep, idx)  # keyed "p:v1:test", as the index above
     assert torch.equal(sub.classes, full.classes[idx]) and torch.equal(sub.qperm, full.qperm[idx])
     assert torch.equal(sub.slots, full.slots[idx])
 
