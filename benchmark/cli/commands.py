@@ -41,6 +41,7 @@ def _run_options(args) -> dict:
     return {
         "seeds": args.seeds,
         "episodes": args.episodes,
+        "max_classes": getattr(args, "max_classes", None),
         "train_steps": args.train_steps,
         "max_train_time": args.max_train_time,
         "device": args.device,

@@ -55,7 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="training seeds; several give per-seed results and a CI over seed means (default: 0)",
     )
-    ev.add_argument("--episodes", type=int, default=None, help="test episodes (default: the protocol's, 600)")
+    ev.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="test episodes (default: the protocol's, 600); the number of streams on a continual stream protocol "
+        "(default 10), of episodes per group on a meta-training sequence (default 100)",
+    )
+    ev.add_argument(
+        "--max-classes",
+        type=int,
+        default=None,
+        help="continual stream protocols: learn only the first N classes of each stream (default: all 600; "
+        "scored at the protocol's checkpoints up to N and at N; the record says so)",
+    )
     ev.add_argument("--train-steps", type=int, default=None, help="training steps (default: the protocol's budget)")
     ev.add_argument(
         "--max-train-time",

@@ -2,12 +2,15 @@
 the versioned class splits they refer to, and the registry of every protocol by name."""
 
 from .builtin import ROT4
-from .protocol import PROTOCOLS, EpisodeSpec, Protocol, SplitSpec, Stage, register_protocol
+from .continual import stream_order
+from .protocol import PROTOCOLS, ContinualSpec, EpisodeSpec, Protocol, SplitSpec, Stage, register_protocol
 from .splits import class_split, split_sha256
 
 __all__ = [
     "PROTOCOLS",
+    "ContinualSpec",
     "EpisodeSpec",
+    "stream_order",
     "Protocol",
     "SplitSpec",
     "Stage",

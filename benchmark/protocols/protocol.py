@@ -31,6 +31,9 @@ class SplitSpec:
     # (name, fraction, part): a fixed, versioned share of the images of every stratum (class and `where`
     # values) held out by a hash of (name, stratum, position); part "out" is the share, "in" the rest
     holdout: tuple[str, float, str] | None = None
+    # (name, fraction, part): the same, over classes: a fixed share of the split's classes, ranked by a hash of
+    # (name, class), held out whole ("out") or kept ("in"); new classes from the same alphabets, for example
+    class_holdout: tuple[str, float, str] | None = None
 
     def __post_init__(self):
         bad = [r for r in self.rotations if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 360]
@@ -39,12 +42,13 @@ class SplitSpec:
                 f"split {self.dataset}: rotations {list(self.rotations)} must be distinct whole degrees in [0, 360)"
                 + (f" ({bad} are not)" if bad else "")
             )
-        if self.holdout is not None:
-            name, fraction, part = self.holdout
+        for what, hold in (("holdout", self.holdout), ("class_holdout", self.class_holdout)):
+            if hold is None:
+                continue
+            name, fraction, part = hold
             if not (0 < fraction < 1) or part not in ("in", "out") or not SLUG.match(name):
                 raise ValueError(
-                    f"split {self.dataset}: holdout {self.holdout!r} must be (a slug, a fraction in (0, 1), "
-                    f"'in' or 'out')"
+                    f"split {self.dataset}: {what} {hold!r} must be (a slug, a fraction in (0, 1), 'in' or 'out')"
                 )
 
     @property
@@ -61,6 +65,9 @@ class SplitSpec:
         if self.holdout is not None:
             name, fraction, part = self.holdout
             bits.append(f"{name}@{fraction:g}:{part}")
+        if self.class_holdout is not None:
+            name, fraction, part = self.class_holdout
+            bits.append(f"{name}@{fraction:g}:classes-{part}")
         return "/".join(bits)
 
 
@@ -72,6 +79,48 @@ class EpisodeSpec:
 
     def __str__(self) -> str:
         return f"{self.ways}-way {self.shots}-shot ({self.queries} queries per class)"
+
+
+@dataclass(frozen=True)
+class ContinualSpec:
+    """How a continual protocol runs after its first stage (pre-training on `stages[0]`), by `kind`:
+
+    - "stream": `stages[1]` holds the stream's images (`test[0]`, learned) and the held-out images of the
+      same classes (`test[1]`, scored); each of `streams` fixed orders of its classes is learned one class at
+      a time, `batch` images per update, and scored after each count of classes in `checkpoints`;
+    - "tasks": `stages[1:]` are the tasks in their fixed order, each training on its `train` split and scored
+      on its `test[0]`; `incremental` is "task" (scored within the task's own classes) or "class" (among every
+      class seen so far);
+    - "meta-sequence": every stage is a group of classes meta-trained on in turn (no pre-training stage),
+      each stage scored on every group's fixed test episodes (`test`, one split per group).
+    """
+
+    kind: str
+    checkpoints: tuple[int, ...] = ()
+    streams: int = 0
+    incremental: str = ""
+    batch: int = 1
+    passes: int = 1  # passes over each task's (or the stream's) images
+
+    def __post_init__(self):
+        if self.kind not in ("stream", "tasks", "meta-sequence"):
+            raise ValueError(f"continual kind {self.kind!r} is not stream, tasks or meta-sequence")
+        if self.kind == "stream" and (
+            self.streams < 1 or not self.checkpoints or list(self.checkpoints) != sorted(set(self.checkpoints))
+        ):
+            raise ValueError("a stream protocol needs at least one stream and increasing checkpoints")
+        if self.kind == "tasks" and self.incremental not in ("task", "class"):
+            raise ValueError(f"a task-sequence protocol is task- or class-incremental, not {self.incremental!r}")
+        if self.batch < 1 or self.passes < 1:
+            raise ValueError("batch and passes must be at least 1")
+
+    def summary(self) -> dict:
+        out: dict = {"kind": self.kind, "batch": self.batch, "passes": self.passes}
+        if self.kind == "stream":
+            out.update(checkpoints=list(self.checkpoints), streams=self.streams)
+        if self.kind == "tasks":
+            out["incremental"] = self.incremental
+        return out
 
 
 @dataclass(frozen=True)
@@ -97,6 +146,7 @@ class Protocol:
     tags: tuple[str, ...] = field(default=())
     family: str = ""  # what paper recipes are keyed by, e.g. "omniglot"; default: the train dataset
     source: tuple[str, str] | None = field(default=None, compare=False)  # (file, sha256) of a protocol file
+    continual: ContinualSpec | None = None  # how a continual protocol's stages run
 
     def __post_init__(self):
         # which settings exist is the settings layer's business; here only the name's form is checked

@@ -19,6 +19,7 @@ class RunConfig:
     protocols: tuple[str, ...] = ("omniglot-5w1s",)
     seeds: tuple[int, ...] | None = None  # None: the protocol's seeds
     episodes: int | None = None  # test episodes; None: the protocol's
+    max_classes: int | None = None  # continual streams: learn only this many classes (the record says so)
     train_steps: int | None = None  # None: the recipe's, else the protocol's budget
     max_train_time: float | None = None  # seconds; stops training early, the record says so
     device: str = "auto"
@@ -53,6 +54,8 @@ class RunConfig:
             raise BenchError(
                 f"--episodes must be between 1 and {MAX_TEST_EPISODES:,} (got {self.episodes:,}); protocols use 600"
             )
+        if self.max_classes is not None and self.max_classes < 1:
+            raise BenchError(f"--max-classes must be at least 1 (got {self.max_classes})")
         if self.train_steps is not None and self.train_steps < 0:
             raise BenchError(f"--train-steps must be 0 or more (got {self.train_steps})")
         if self.max_train_time is not None and not (math.isfinite(self.max_train_time) and self.max_train_time > 0):

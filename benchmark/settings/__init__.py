@@ -6,6 +6,7 @@ side (the run loop, episodic_training) load on first use."""
 
 from ..core.lazy import lazy_exports
 from .base import SETTINGS, PageSpec, Scored, Setting, Trained, check_record, load_record, register_setting
+from .continual import Continual
 from .domain_setting import DomainGeneralisation
 from .episodic import CrossDomain, Episodic, FewShot
 
@@ -29,6 +30,7 @@ __all__ = [
     "check_record",
     "load_record",
     "register_setting",
+    "Continual",
     "CrossDomain",
     "DomainGeneralisation",
     "Episodic",

@@ -48,6 +48,7 @@ class Trained:
     seconds: float
     steps: int
     selection: dict[str, Any] = field(default_factory=lambda: {"rule": "final"})
+    extra: dict[str, Any] = field(default_factory=dict)  # setting-specific run fields learned in training
 
 
 @dataclass

@@ -55,6 +55,13 @@ def plan(cfg: RunConfig, method_cls: type[MetaLearner] | None = None):
                 f"image size, episode shape, budget or recipe family differ); evaluate them in "
                 f"separate runs."
             )
+    if cfg.max_classes is not None:
+        other = [p.name for p in protos if p.continual is None or p.continual.kind != "stream"]
+        if other:
+            raise BenchError(
+                f"--max-classes shortens continual streams; {', '.join(other)} is not a stream protocol "
+                f"(omniglot-oml-stream is)"
+            )
     cls = method_cls or method_class(cfg.method)
     for p in protos:
         why = setting.supports(p) or cls.supports(p)
@@ -122,6 +129,7 @@ def evaluate(
                     "eval_time_s": round(scored.seconds, 3),
                     "selection": to_jsonable(trained.selection),
                     "checkpoint": ckpt,
+                    **to_jsonable(trained.extra),
                     **to_jsonable(scored.extra),
                 }
                 if len(protos) > 1:

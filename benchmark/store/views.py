@@ -72,6 +72,15 @@ def holdout_mask(store: TensorStore, split: SplitSpec) -> np.ndarray:
     return out if part == "out" else ~out
 
 
+def held_out_classes(classes: list[str], holdout: tuple[str, float, str]) -> set[str]:
+    """The classes a class holdout keeps: ranked by a hash of (name, class), the first round(fraction * n) are
+    "out". A pure function of the class names, so the same classes on every machine."""
+    name, fraction, part = holdout
+    ranked = sorted(set(classes), key=lambda c: hashlib.sha256(f"{name}|{c}".encode()).digest())
+    out = set(ranked[: round(fraction * len(ranked))])
+    return out if part == "out" else set(ranked) - out
+
+
 def split_rows(store: TensorStore, split: SplitSpec) -> np.ndarray:
     """The store rows a split selects, in prepared order (rotations aside)."""
     keep = np.ones(len(store.images), dtype=bool)
@@ -90,6 +99,8 @@ def split_rows(store: TensorStore, split: SplitSpec) -> np.ndarray:
                 f"{store.name} (e.g. {absent[:3]}); the prepared data is incomplete or a different dataset."
             )
         keep &= np.isin(labels, wanted)
+    if split.class_holdout is not None:
+        keep &= np.isin(labels, sorted(held_out_classes(list(labels[keep]), split.class_holdout)))
     if split.holdout is not None:
         keep &= holdout_mask(store, split)
     idx = np.nonzero(keep)[0]
