@@ -42,6 +42,17 @@ for m in protonet mldg; do
   timeout 360 $B evaluate --quiet --episodes $EP --train-steps 60000 --max-train-time "$(cap 40)" \
     --method "$m" --protocol rotated-omniglot-dg-5w1s --seeds 0 1 2; save
 done
+# 1d. continual (issue 11): every method on OML's stream (10 streams x 600 classes, one image per update) after
+#     120 s of pre-training or meta-training, then on class-incremental Split-Omniglot (20 alphabets) with 3 seeds
+#     for the replay methods (BWT is compared over seeds)
+cev() { local secs=$1; shift; timeout $((secs * 4 + 240)) $B evaluate --quiet --train-steps 60000 \
+          --max-train-time "$(cap "$secs")" "$@"; save; }
+for m in oml anml seq-finetune er mer la-maml joint; do
+  t "$m omniglot-oml-stream"; cev 120 --method "$m" --protocol omniglot-oml-stream
+done
+for m in er mer la-maml seq-finetune; do
+  t "$m split-omniglot-alphabets-cil"; cev 30 --method "$m" --protocol split-omniglot-alphabets-cil --seeds 0 1 2
+done
 # (Caltech-101 and PACS stay on the CPU: their 84px uint8 caches, about 180 and 210 MB, exceed the 64 MiB
 # that travels to the device machine.)
 # 2. speed (re-run only when the inner loops change): PERF=1 bash scripts/gpu_session.sh COMMIT

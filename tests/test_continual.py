@@ -130,7 +130,8 @@ def test_a_stream_learner_never_observes_a_scored_image_and_its_record_verifies(
 
 
 @pytest.mark.integration
-def test_a_task_sequence_records_its_accuracy_matrix(recorder, data_dir):
+def test_a_task_sequence_records_its_accuracy_matrix(recorder, data_dir, tmp_path, capsys):
+    from benchmark.cli.main import main
     from benchmark.settings.runner import run
 
     record, _ = run(
@@ -145,6 +146,39 @@ def test_a_task_sequence_records_its_accuracy_matrix(recorder, data_dir):
     assert record["protocol"]["tasks"] == list(SPLIT_ALPHABETS)
     assert sum(record["protocol"]["task_classes"]) == 659
     check_record(record)
+
+    # bench compare pairs ACC and BWT over seeds: B forgets less on every earlier task, seed by seed
+    r = np.asarray(run0["R"])
+    a = _with_runs(record, [(0, r), (1, r * 0.9)], run0["b"])
+    b = _with_runs(record, [(0, _forget_less(r, 0.1)), (1, _forget_less(r * 0.9, 0.05))], run0["b"])
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert main(["compare", str(pa), str(pb)]) == 0
+    out = capsys.readouterr().out
+    bwt_line = next(line for line in out.splitlines() if line.startswith("BWT A - B"))
+    assert "over 2 seeds paired by seed" in bwt_line and bwt_line.split()[4].startswith("-")
+
+
+def _forget_less(r: np.ndarray, by: float) -> np.ndarray:
+    out = r.copy()
+    out[-1, :-1] = np.minimum(1.0, r[-1, :-1] + by)
+    return out
+
+
+def _with_runs(record: dict, matrices, b) -> dict:
+    """The record with one run per (seed, R), each consistent with its matrix (as the setting writes them)."""
+    from benchmark.settings import SETTINGS, Scored
+
+    part = SETTINGS.get("continual").for_protocol(record["protocol"]["name"])
+    runs = []
+    for seed, r in matrices:
+        scored = Scored(np.asarray(r[-1]), 1.0, {"R": r.tolist(), "b": b})
+        runs.append({**record["runs"][0], "seed": seed, **part.run_section(scored), "R": r.tolist(), "b": b})
+    summary = {**record["summary"], **part.summary_section(runs)}
+    out = {**record, "runs": runs, "seeds": [s for s, _ in matrices], "summary": summary}
+    check_record(out)
+    return out
 
 
 @pytest.mark.integration

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+
 import baselines  # noqa: F401  (registers the built-in methods)
 
 from ..core import paths
@@ -20,6 +22,7 @@ from ..protocols import added as protocol_files
 from ..records import Record, format_ci, mean_ci
 from ..run import RunConfig, resolve_device
 from ..settings import SETTINGS, evaluate, plan
+from ..stats import paired_test
 from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
 from ..submissions.submit import submit
 from ..submissions.verify import verify
@@ -198,6 +201,20 @@ def cmd_compare(args, ap) -> int:
         print(
             f"no significant difference (Wilcoxon, alpha = {RANK_ALPHA}): on the leaderboard they share a rank "
             f"when one of them leads."
+        )
+    own = SETTINGS.get(a["setting"])
+    for name, per_seed in own.seed_metrics(a).items():
+        other = own.seed_metrics(b).get(name, {})
+        seeds = sorted(set(per_seed) & set(other))
+        if len(seeds) < 2:
+            print(f"{name}: {len(seeds)} seed(s) in common; a paired comparison over seeds needs at least 2")
+            continue
+        xs, ys = [per_seed[s] for s in seeds], [other[s] for s in seeds]
+        over = paired_test(xs, ys)
+        d = mean_ci(np.subtract(xs, ys))
+        print(
+            f"{name} A - B: {format_ci(d.mean, d.ci95, signed=True)} points over {len(seeds)} seeds paired by seed "
+            f"(paired t-test p = {over.t_pvalue:.3g}; Wilcoxon p = {over.wilcoxon_pvalue:.3g})"
         )
     return 0
 

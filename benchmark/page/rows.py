@@ -7,6 +7,7 @@ from the JSON files.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,7 @@ COLUMNS = [
     "selection",
     "path",
     "run_id",
+    "extras",
     "latest",
     "superseded_by",
     "rank",
@@ -119,7 +121,28 @@ def record_row(record: dict, path: str, vec: np.ndarray | None = None) -> dict:
         "selection": ", ".join(sorted({run.selection_rule for run in r.runs})),
         "path": path,
         "run_id": r.run_id,
+        "extras": extras(record, setting),
     }
+
+
+# Summary fields beyond the mean that a setting's table shows (continual: a stream's curve, GEM's ACC, BWT, FWT)
+SHOWN_SUMMARY = ("curve", "acc", "bwt", "fwt", "acc_seed_ci95", "bwt_seed_ci95", "fwt_seed_ci95")
+
+
+def extras(record: dict, setting) -> str:
+    """The record's `SHOWN_SUMMARY` fields and its count of stream classes or tasks, as JSON text ("" for a
+    setting that has none). They are recomputed from the runs with the setting's own summary: the record's
+    checks tie the runs to their scores, not the summary's copies of these to the runs."""
+    if not any(k in record["summary"] for k in SHOWN_SUMMARY):
+        return ""
+    fresh = setting.summary_section(record["runs"])
+    out = {k: fresh[k] for k in SHOWN_SUMMARY if k in fresh}
+    p = record["protocol"]
+    if "classes_per_stream" in p:
+        out["classes"] = p["classes_per_stream"]
+    if "tasks" in p:
+        out["tasks"] = len(p["tasks"])
+    return json.dumps(out, sort_keys=True)
 
 
 # What record writers produce (the run loop writes the first); Python parses it about 50 times faster than

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..records import format_ci
 from ..stats.ranking import average_ranks
+from . import continual
 from .board import units
 
 # (method, protocol) -> what the method's paper reported there (a benchmark.methods.PaperResult: `mean` and
@@ -145,7 +146,12 @@ def display_table(
             "Run": rows["run_id"],
         }
     ).reset_index(drop=True)
-    return table if columns is None else table[[c for c in columns if c in table.columns]]
+    if columns is None:
+        return table
+    # a setting's own columns (the continual ones), only where its PageSpec asks: most tables have none
+    for name, values in continual.table_columns(rows["extras"], [c for c in columns if c in continual.COLUMNS]).items():
+        table[name] = values
+    return table[[c for c in columns if c in table.columns]]
 
 
 def protocol_caption(first: pd.Series, unit_label: str) -> str:

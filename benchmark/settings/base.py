@@ -161,6 +161,10 @@ class Setting:
             return f"different {self.unit}s (their fingerprints or counts differ)"
         return None
 
+    def seed_metrics(self, record: dict) -> dict[str, dict[int, float]]:
+        """Metrics a setting also compares over training seeds (paired by seed), by name: seed -> value."""
+        return {}
+
     # --- 5. verification (`bench verify` re-scores units from the record's checkpoints) ------------------
     def prepare_to_verify(self, protocol: Protocol, record: dict, device: torch.device, data_dir: str | None) -> Any:
         """The data to re-score the record's units with, regenerated from the protocol."""

@@ -189,6 +189,10 @@ class ContinualMatrix(Setting):
         p = record["protocol"]
         return (p["version"], p["units_fingerprint"], len(p["tasks"]), record["summary"]["n_units"])
 
+    def seed_metrics(self, record):
+        """ACC and BWT per seed: forgetting is compared over seeds (the same task order, different training)."""
+        return {key.upper(): {r["seed"]: r[key] for r in record["runs"]} for key in ("acc", "bwt")}
+
     def scored_on_problem(self, record, data):
         p = record["protocol"]
         if data.fingerprint != p["units_fingerprint"]:

@@ -88,6 +88,9 @@ class SettingParts(Setting):
             return f"the records are of different kinds of {self.name} protocol"
         return self.by_record(a).pairing_problem(a, b)
 
+    def seed_metrics(self, record):
+        return self.by_record(record).seed_metrics(record)
+
     # --- verification --------------------------------------------------------------------------------------
     def prepare_to_verify(self, protocol, record, device, data_dir):
         return self.by_record(record).prepare_to_verify(protocol, record, device, data_dir)
