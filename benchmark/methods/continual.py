@@ -34,6 +34,9 @@ from .contract import MetaLearner
 from .domains import EPISODIC_ONLY
 
 
+TRAJECTORY_ONLY = ("traj_classes", "traj_images", "remember")
+
+
 @dataclass
 class Trajectory:
     """One meta-training sample of the meta-continual learners (OML, ANML): `inner` images of a few classes,
@@ -92,7 +95,9 @@ class ContinualLearner(MetaLearner):
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {k: v for k, v in super().defaults().items() if k not in EPISODIC_ONLY}
+        # episode shapes mean nothing here, and trajectory shapes nothing to a learner that pre-trains plainly
+        unused = EPISODIC_ONLY + (TRAJECTORY_ONLY if cls.pretraining == "batches" else ())
+        return {k: v for k, v in super().defaults().items() if k not in unused}
 
     @classmethod
     def supports(cls, protocol: Protocol) -> str | None:
