@@ -39,7 +39,7 @@ from torch import nn
 from benchmark.methods import HParamError, PaperResult, Recipe, make_backbone, register, statistics_from
 
 from .gradient import probe_backbone
-from .metacontinual import MetaContinualLearner
+from .metacontinual import MetaContinualLearner, as_percent
 
 # classes learned -> test accuracy (fraction), re-runs of the official code
 STREAM_CURVE = {10: 0.84, 50: 0.84, 100: 0.81, 200: 0.77, 600: 0.64}
@@ -71,7 +71,9 @@ class ANML(MetaContinualLearner):
             "Adam's step size)",
         ),
     )
-    PAPER_RESULTS = {"omniglot-oml-stream": PaperResult(100 * STREAM_CURVE[600], None, _SOURCE, _NOTE)}
+    PAPER_RESULTS = {
+        "omniglot-oml-stream": PaperResult(100 * STREAM_CURVE[600], None, _SOURCE, _NOTE, as_percent(STREAM_CURVE))
+    }
 
     @classmethod
     def resolve_hparams(cls, overrides):

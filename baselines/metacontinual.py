@@ -39,6 +39,11 @@ Embedded = tuple[torch.Tensor, ...]  # what the fixed part computed, one row per
 RESETS = ("zero", "kaiming")
 
 
+def as_percent(curve: dict[int, float]) -> tuple[tuple[int, float], ...]:
+    """A stream curve of fractions as PaperResult.curve: (classes seen, percent) pairs."""
+    return tuple((int(c), 100 * a) for c, a in sorted(curve.items()))
+
+
 class MetaContinualLearner(ContinualLearner):
     """Not registered: OML and ANML subclass it and define `PLN_BODY`, `embed` and `pln_logits`."""
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from benchmark.methods import PaperResult, Recipe, register
 
-from .metacontinual import MetaContinualLearner
+from .metacontinual import MetaContinualLearner, as_percent
 
 # classes learned -> test accuracy (fraction), re-runs of the official code
 STREAM_CURVE = {10: 0.91, 50: 0.82, 100: 0.76, 200: 0.69, 600: 0.55}
@@ -72,7 +72,9 @@ class OML(MetaContinualLearner):
             "SGD at the inner step size online (the code swept Adam's step size); a remember batch of 64",
         ),
     )
-    PAPER_RESULTS = {"omniglot-oml-stream": PaperResult(100 * STREAM_CURVE[600], None, _SOURCE, _NOTE)}
+    PAPER_RESULTS = {
+        "omniglot-oml-stream": PaperResult(100 * STREAM_CURVE[600], None, _SOURCE, _NOTE, as_percent(STREAM_CURVE))
+    }
 
     def __init__(self, task, **hp):
         super().__init__(task, **hp)

@@ -95,6 +95,7 @@ def test_tabs_and_empty_tab_message(app, tmp_path, monkeypatch):
         "few-shot",
         "cross-domain",
         "domain-generalisation",
+        "continual",
     ]  # the registered settings, in order
     only_few_shot = tmp_path / "only-few-shot"
     write(only_few_shot, make_record("A", "omniglot-5w1s", [0.5, 0.6, 0.7]))

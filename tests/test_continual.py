@@ -127,6 +127,10 @@ def test_a_stream_learner_never_observes_a_scored_image_and_its_record_verifies(
     forged["runs"][0]["stream_accuracies"][0] = 0.99
     with pytest.raises(InvalidRecord, match="last checkpoint"):
         check_record(forged)
+    forged = json.loads(path.read_text())
+    forged["summary"]["curve"]["test_mean"][0] = 0.99
+    with pytest.raises(InvalidRecord, match="summary curve"):
+        check_record(forged)
 
 
 @pytest.mark.integration
@@ -146,6 +150,10 @@ def test_a_task_sequence_records_its_accuracy_matrix(recorder, data_dir, tmp_pat
     assert record["protocol"]["tasks"] == list(SPLIT_ALPHABETS)
     assert sum(record["protocol"]["task_classes"]) == 659
     check_record(record)
+    forged = json.loads(json.dumps(record))
+    forged["summary"]["bwt"] = 0.5
+    with pytest.raises(InvalidRecord, match="summary bwt"):
+        check_record(forged)
 
     # bench compare pairs ACC and BWT over seeds: B forgets less on every earlier task, seed by seed
     r = np.asarray(run0["R"])
@@ -214,3 +222,25 @@ def test_stream_options_are_refused_before_any_data(tmp_path, capsys):
 def test_a_bad_max_classes_is_refused():
     with pytest.raises(BenchError, match="--max-classes"):
         RunConfig("x", (STREAM,), max_classes=0)
+
+
+@pytest.mark.integration
+def test_a_meta_continual_learner_retains_more_than_sequential_finetuning(data_dir):
+    """La-MAML's learned step sizes and look-ahead meta-gradient against plain SGD, from the same short plain
+    pre-training, on the first 10 classes of one real stream (one image per update): SGD ends up predicting the
+    last class learned (retention 1/10), La-MAML keeps earlier classes."""
+    import baselines  # noqa: F401
+    from benchmark.settings.runner import run
+
+    BACKBONES.register("tiny", TinyBackbone)
+    try:
+        kept = {}
+        for method in ("seq-finetune", "la-maml"):
+            record, _ = run(
+                method, STREAM, episodes=1, max_classes=10, train_steps=30, hparams={"backbone": "tiny"},
+                data_dir=str(data_dir), write=False, progress=False, log=lambda _m: None,
+            )  # fmt: skip
+            kept[method] = record["runs"][0]["retention"][0][-1]
+    finally:
+        BACKBONES.unregister("tiny")
+    assert kept["la-maml"] > 0.25 and kept["la-maml"] > kept["seq-finetune"] + 0.15, kept

@@ -33,7 +33,12 @@ def test_the_page_survives_hostile_records(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(tmp_path))
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception, at.exception
-    assert [t.label for t in at.tabs] == ["few-shot", "cross-domain", "domain-generalisation", "continual"]  # none from a record
+    assert [t.label for t in at.tabs] == [
+        "few-shot",
+        "cross-domain",
+        "domain-generalisation",
+        "continual",
+    ]  # none from a record
     left_out = " ".join(str(t.value) for t in at.table)
     for name in ("abs.json", "deep.json", "markdown.json", "future.json"):
         assert name in left_out

@@ -21,6 +21,30 @@ from ..protocols import PROTOCOLS
 from ..settings import SETTINGS
 
 
+def shape(p) -> str:
+    c = p.continual
+    if c is not None and c.kind == "stream":
+        return f"{c.streams} streams"
+    if c is not None and c.kind == "tasks":
+        return f"{len(p.stages) - 1} tasks, {c.incremental}-incr."
+    if c is not None:
+        return f"{len(p.stages)} stages, {p.episode.ways}-way {p.episode.shots}-shot"
+    return f"{p.episode.ways}-way {p.episode.shots}-shot" if p.episode else "classification"
+
+
+def scored(p) -> str:
+    """What a protocol scores, in a few words."""
+    c = p.continual
+    if c is not None and c.kind == "stream":
+        counts = "/".join(map(str, c.checkpoints))
+        return f"held-out images of the classes seen, after {counts} classes"
+    if c is not None and c.kind == "tasks":
+        return "every task's held-out images after each task (R, ACC/BWT/FWT)"
+    if c is not None:
+        return f"{p.test_episodes} test episodes per group after each stage (R, ACC/BWT/FWT)"
+    return f"{p.test_episodes} test episodes" if p.episode else f"every image of {p.test.label}"
+
+
 def table(rows: Sequence[tuple[str, ...]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -80,14 +104,7 @@ def cmd_list(args, ap) -> int:
         "\n".join(
             table(
                 [
-                    (
-                        name,
-                        f"v{p.version}",
-                        p.setting,
-                        f"{p.episode.ways}-way {p.episode.shots}-shot" if p.episode else "classification",
-                        f"{p.image_size}px",
-                        f"{p.test_episodes} test episodes" if p.episode else f"every image of {p.test.label}",
-                    )
+                    (name, f"v{p.version}", p.setting, shape(p), f"{p.image_size}px", scored(p))
                     for name, p in PROTOCOLS.items()
                 ]
             )

@@ -33,7 +33,6 @@ from .backbones import make_backbone
 from .contract import MetaLearner
 from .domains import EPISODIC_ONLY
 
-
 TRAJECTORY_ONLY = ("traj_classes", "traj_images", "remember")
 
 

@@ -62,6 +62,8 @@ class PaperResult:
     ci95: float | None = None  # its 95% interval half-width in points, when given
     source: str = ""  # table or section, and the paper when it is not the method's own
     note: str = ""  # e.g. "a different backbone" or "reported by a later paper"
+    # along a continual stream: (classes seen, accuracy in percent), ending at `mean`
+    curve: tuple[tuple[int, float], ...] = ()
 
 
 def resolve_recipe(cls: Any, protocol: Protocol) -> ResolvedRecipe | None:

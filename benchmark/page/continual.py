@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..records import format_ci
+
+if TYPE_CHECKING:  # altair comes with the page's extra ("app"); the commands that read tables do without it
+    import altair as alt
 
 # (method, protocol) -> what the method's paper reported along a stream protocol: classes seen -> test accuracy
 # in percent, or None. Passed in by the page, which may import the methods; this layer may not.
@@ -31,12 +35,21 @@ ANCHOR_COLUMNS = ["method", "label", "classes", "accuracy"]
 CELL_COLUMNS = ["after", "task", "after_name", "task_name", "accuracy"]
 # The columns the continual parts' PageSpecs declare that the generic table (tables.display_table) lacks
 COLUMNS = ("Curve (%)", "Retention (%)", "Classes", "ACC (%)", "BWT (%)", "FWT (%)", "Tasks")
+COLUMN_HELP = {
+    "Curve (%)": "test accuracy after each number of classes learned (classes: %), mean over streams and seeds",
+    "Retention (%)": "accuracy on the images learned, after the last class ± 95% CI over streams",
+    "Classes": "classes in each stream",
+    "ACC (%)": "mean accuracy over the tasks after the last one (GEM's ACC) ± 95% CI over seeds (several seeds)",
+    "BWT (%)": "backward transfer: how later tasks changed the earlier ones (negative: forgetting) ± CI over seeds",
+    "FWT (%)": "forward transfer: accuracy on a task before learning it, above an untrained model's ± CI over seeds",
+    "Tasks": "tasks (or groups of classes) learned in order",
+}
 
 CURVE_TEXT = (
     "Accuracy after each number of classes learned, averaged over the fixed streams and the record's seeds; band: "
     "95% CI over streams. Test accuracy is on each seen class's held-out images, retention on the images the "
-    "learner saw. Reference points: the papers' numbers (re-runs of the official code, 84x84 images and larger "
-    "networks: see `bench list --method oml`), test accuracy only."
+    "learner saw. Reference points: the papers' test accuracy (re-runs of their official code, with larger "
+    "networks than here: `bench list --method oml` and `--method anml` say what differs)."
 )
 MATRIX_TEXT = (
     "Cell (row i, column j): accuracy (%) on task j after learning tasks 1..i in order, averaged over the record's "
@@ -83,6 +96,8 @@ def table_columns(extras: Iterable[str], wanted: Sequence[str]) -> dict[str, pd.
     """The `wanted` continual columns (of COLUMNS) for rows with these `extras`, in row order: the curve as
     "classes: test accuracy" per checkpoint, retention after the last class ± its CI over streams, ACC/BWT/FWT
     in percent ± their CI over seeds (several seeds only), and the counts of classes and tasks."""
+    if not wanted:
+        return {}  # most tables: not a row's extras read
     cells = [_cells(fields(e)) for e in extras]
     out = {}
     for name in wanted:
@@ -111,7 +126,7 @@ def stream_curve(rows: pd.DataFrame, metric: str = "test") -> pd.DataFrame:
     """One row per (entry, checkpoint) of the current stream records among `rows`: the accuracy (%) after that
     many classes (`metric` "test" or "retention") and its 95% CI over streams as low/high (the band; as wide as
     the line where there is no CI, one stream). `series` names the line: the entry, with the run where one entry
-    has several records (other protocol versions, or all records shown)."""
+    has several current records (other protocol versions); superseded records are left out."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, not {metric!r}")
     current = _current(rows)
@@ -167,4 +182,60 @@ def accuracy_matrix(record: dict) -> pd.DataFrame:
             for j in range(t)
         ],
         columns=CELL_COLUMNS,
+    )
+
+
+def curve_chart(curve: pd.DataFrame, metric: str, anchors: pd.DataFrame | None = None) -> alt.LayerChart:
+    """`stream_curve` as lines over their CI bands against the classes seen (log axis), with the papers' points
+    (`paper_anchors`) as black marks, one shape per method."""
+    import altair as alt
+
+    ticks = sorted({*curve["classes"], *([] if anchors is None else anchors["classes"])})
+    x = alt.X("classes:Q", title="classes seen (log scale)", scale=alt.Scale(type="log"), axis=alt.Axis(values=ticks))
+    y_scale = alt.Scale(domain=[0, 100])
+    color = alt.Color("series:N", title="method · backbone")
+    tooltip = [
+        "series",
+        "classes",
+        alt.Tooltip("accuracy:Q", format=".2f"),
+        alt.Tooltip("ci95:Q", format=".2f", title="± CI95"),
+        "run_id",
+    ]
+    title = f"{metric} accuracy (%)"
+    base = alt.Chart(curve)
+    band = base.mark_area(opacity=0.2).encode(
+        x=x, y=alt.Y("low:Q", title=title, scale=y_scale), y2="high:Q", color=color
+    )
+    line = base.mark_line(point=True).encode(
+        x=x, y=alt.Y("accuracy:Q", title=title, scale=y_scale), color=color, tooltip=tooltip
+    )
+    layers = [band, line]
+    if anchors is not None and not anchors.empty:
+        points = alt.Chart(anchors).mark_point(filled=True, size=90, color="black")
+        layers.append(
+            points.encode(
+                x=x,
+                y=alt.Y("accuracy:Q", title=title, scale=y_scale),
+                shape=alt.Shape("label:N", title="paper"),
+                tooltip=["label", "classes", alt.Tooltip("accuracy:Q", format=".1f")],
+            )
+        )
+    return alt.LayerChart(layer=layers)
+
+
+def matrix_chart(cells: pd.DataFrame) -> alt.Chart:
+    """`accuracy_matrix` as a heatmap of square cells: rows the tasks learned so far, columns the task scored."""
+    import altair as alt
+
+    tasks = int(cells["task"].max()) if len(cells) else 1
+    side = max(16, min(48, 560 // tasks))  # pixels: 5 tasks or 20 fit a column of the page
+    return (
+        alt.Chart(cells, width=alt.Step(side), height=alt.Step(side))
+        .mark_rect()
+        .encode(
+            x=alt.X("task:O", title="task scored", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("after:O", title="after learning tasks 1..i"),
+            color=alt.Color("accuracy:Q", title="accuracy (%)", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
+            tooltip=["after", "after_name", "task", "task_name", alt.Tooltip("accuracy:Q", format=".1f")],
+        )
     )

@@ -159,8 +159,9 @@ def protocol_caption(first: pd.Series, unit_label: str) -> str:
     bits = []
     if not pd.isna(first["ways"]):
         bits.append(
-            f"{first['ways']}-way {first['shots']}-shot, {first['queries']} queries per class, "
-            f"images {first['image_size']} px"
+            # int: a column that also holds a protocol without episodes (NaN) is float
+            f"{int(first['ways'])}-way {int(first['shots'])}-shot, {int(first['queries'])} queries per class, "
+            f"images {int(first['image_size'])} px"
         )
     bits.append(f"datasets: {md_escape(first['datasets'] or '—')}")
     if first["test_split"]:

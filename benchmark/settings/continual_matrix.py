@@ -19,7 +19,7 @@ from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
 from ..stats.continual import gem_metrics
 from .base import PageSpec, Scored, Setting, Trained
-from .continual_stream import _FRACTION, _MATRIX, _NULLABLE_NUMBER, check_continual_method
+from .continual_stream import _FRACTION, _MATRIX, _NULLABLE_NUMBER, check_continual_method, summary_mismatch
 from .episodic import _none_if_nan, interval_problem
 
 COLUMNS = (
@@ -172,6 +172,9 @@ class ContinualMatrix(Setting):
             if not math.isclose(run["mean"], float(np.mean(units)), abs_tol=MEAN_TOLERANCE):
                 return f"seed {s}: recorded mean {run['mean']:.6f} is not its units' ({np.mean(units):.6f})"
         summary = record["summary"]
+        problem = summary_mismatch(summary, self.summary_section(record["runs"]), ("acc", "bwt", "fwt", "R_mean"))
+        if problem:
+            return problem
         if summary["n_units"] != t * per:
             return f"summary n_units={summary['n_units']}, expected {t * per}"
         problem = interval_problem("ci95", summary.get("ci95"), self.units(record))

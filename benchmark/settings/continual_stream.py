@@ -40,6 +40,25 @@ def check_continual_method(cls, protocol: Protocol) -> None:
         )
 
 
+def summary_mismatch(summary: dict, expected: dict, keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` whose summary value is not what the runs give (numbers, lists or dicts of them)."""
+
+    def same(a, b) -> bool:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if a is None or b is None:
+            return a is None and b is None
+        try:
+            return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), atol=1e-6, equal_nan=True))
+        except (TypeError, ValueError):  # ragged or non-numeric: not the shape the runs give
+            return False
+
+    for key in keys:
+        if not same(summary.get(key), expected.get(key)):
+            return f"summary {key} is not what its runs give"
+    return None
+
+
 def curve(values: np.ndarray) -> tuple[list[float], list[float | None]]:
     """Means and 95% half-widths over streams (rows), one per checkpoint (columns)."""
     cis = [mean_ci(values[:, c]) for c in range(values.shape[1])]
@@ -200,6 +219,9 @@ class ContinualStream(Setting):
             if not math.isclose(run["mean"], float(np.mean(accs)), abs_tol=MEAN_TOLERANCE):
                 return f"seed {s}: recorded mean {run['mean']:.6f} is not its streams' ({np.mean(accs):.6f})"
         summary = record["summary"]
+        problem = summary_mismatch(summary, self.summary_section(record["runs"]), ("curve",))
+        if problem:
+            return problem
         if summary["n_streams"] != n:
             return f"summary n_streams={summary['n_streams']} but the protocol section has {n} streams"
         problem = interval_problem("ci95", summary.get("ci95"), self.units(record))
