@@ -20,7 +20,7 @@ from ..run.config import RunConfig
 from ..stats.continual import gem_metrics
 from .base import PageSpec, Scored, Setting, Trained
 from .continual_stream import _FRACTION, _MATRIX, _NULLABLE_NUMBER, check_continual_method, summary_mismatch
-from .episodic import _none_if_nan, interval_problem
+from .episodic import _none_if_nan, summary_interval_problem
 
 COLUMNS = (
     "Rank",
@@ -177,12 +177,7 @@ class ContinualMatrix(Setting):
             return problem
         if summary["n_units"] != t * per:
             return f"summary n_units={summary['n_units']}, expected {t * per}"
-        problem = interval_problem("ci95", summary.get("ci95"), self.units(record))
-        if problem:
-            return problem
-        if "seed_ci95" in summary:
-            return interval_problem("seed_ci95", summary["seed_ci95"], [r["mean"] for r in record["runs"]])
-        return None
+        return summary_interval_problem(summary, self.units(record), record["runs"])
 
     # --- the paired statistic ------------------------------------------------------------------------
     def units(self, record):

@@ -17,7 +17,7 @@ from ..records import mean_ci
 from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
 from .base import PageSpec, Scored, Setting, Trained
-from .episodic import _none_if_nan, interval_problem
+from .episodic import _none_if_nan, summary_interval_problem
 
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -49,7 +49,9 @@ def summary_mismatch(summary: dict, expected: dict, keys: tuple[str, ...]) -> st
         if a is None or b is None:
             return a is None and b is None
         try:
-            return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), atol=1e-6, equal_nan=True))
+            return bool(
+                np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), atol=1e-6, equal_nan=True)
+            )
         except (TypeError, ValueError):  # ragged or non-numeric: not the shape the runs give
             return False
 
@@ -224,12 +226,7 @@ class ContinualStream(Setting):
             return problem
         if summary["n_streams"] != n:
             return f"summary n_streams={summary['n_streams']} but the protocol section has {n} streams"
-        problem = interval_problem("ci95", summary.get("ci95"), self.units(record))
-        if problem:
-            return problem
-        if "seed_ci95" in summary:
-            return interval_problem("seed_ci95", summary["seed_ci95"], [r["mean"] for r in record["runs"]])
-        return None
+        return summary_interval_problem(summary, self.units(record), record["runs"])
 
     # --- the paired statistic ------------------------------------------------------------------------
     def units(self, record):

@@ -23,7 +23,7 @@ from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
 from .base import PageSpec, Scored, Setting, Trained
 from .domain_rules import ORACLE_RULE, SELECTION_RULE
-from .episodic import _none_if_nan, interval_problem
+from .episodic import _none_if_nan, interval_problem, summary_interval_problem
 
 RANK_NOTE = (
     "Ranked by the two-sided Wilcoxon signed-rank test on per-image correctness (averaged over seeds). With "
@@ -234,12 +234,7 @@ class DomainClassification(Setting):
         oracle = np.mean([r["selection"]["oracle"]["accuracy"] for r in record["runs"]])
         if not math.isclose(summary["oracle_mean"], oracle, abs_tol=MEAN_TOLERANCE):
             return f"summary oracle_mean {summary['oracle_mean']:.6f} is not its seeds' ({oracle:.6f})"
-        problem = interval_problem("ci95", summary.get("ci95"), self.units(record))
-        if problem:
-            return problem
-        if "seed_ci95" in summary:
-            return interval_problem("seed_ci95", summary["seed_ci95"], [r["mean"] for r in record["runs"]])
-        return None
+        return summary_interval_problem(summary, self.units(record), record["runs"])
 
     # --- the paired statistic ------------------------------------------------------------------------
     def units(self, record):

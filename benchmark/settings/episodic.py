@@ -179,12 +179,7 @@ class Episodic(Setting):
             return f"summary n_episodes={summary['n_episodes']} but each seed has {n} episode accuracies"
         if protocol["test_episodes"] != n:
             return f"protocol has {protocol['test_episodes']} test episodes but {n} were evaluated"
-        problem = interval_problem("ci95", summary.get("ci95"), self.units(record))
-        if problem:
-            return problem
-        if "seed_ci95" in summary:
-            return interval_problem("seed_ci95", summary["seed_ci95"], [r["mean"] for r in record["runs"]])
-        return None
+        return summary_interval_problem(summary, self.units(record), record["runs"])
 
     # --- the paired statistic ------------------------------------------------------------------------
     def units(self, record):
@@ -235,6 +230,14 @@ def interval_problem(name: str, recorded: float | None, values) -> str | None:
     if abs(recorded - expected) > CI_TOLERANCE:
         return f"summary {name}={recorded:.6f} does not match its accuracies ({expected:.6f})"
     return None
+
+
+def summary_interval_problem(summary: dict, units, runs: list[dict]) -> str | None:
+    """A summary's interval over its units, and over its seeds' means when it has one, against what they give."""
+    problem = interval_problem("ci95", summary.get("ci95"), units)
+    if problem or "seed_ci95" not in summary:
+        return problem
+    return interval_problem("seed_ci95", summary["seed_ci95"], [r["mean"] for r in runs])
 
 
 def _none_if_nan(x: float) -> float | None:
