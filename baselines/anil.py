@@ -29,6 +29,7 @@ class ANIL(InnerLoopLearner):
     paper = "Raghu et al., Rapid Learning or Feature Reuse? Towards Understanding the Effectiveness of MAML, ICLR 2020"
     HPARAMS = {k: v for k, v in MAML.HPARAMS.items() if k != "first_order"}
     HPARAM_BOUNDS = MAML.HPARAM_BOUNDS
+    SEARCH_SPACE = MAML.SEARCH_SPACE
     RECIPES = tuple(Recipe(r.family, r.hparams, r.train_steps, r.ways, r.shots, _SAME, r.note) for r in MAML.RECIPES)
     PAPER_RESULTS = {
         "omniglot-20w1s": PaperResult(96.2, None, _RAGHU, "+/- 0.5; " + _SD),

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
+from benchmark.methods import LogUniform, MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
 
 _CHEN = "Chen et al. 2019, Sec. 4.1 and the reference code (CloserLookFewShot train.py)"
 _DIFF = (
@@ -37,6 +37,11 @@ class BaselinePP(MetaLearner):
     paper = "Chen et al., A Closer Look at Few-shot Classification (Baseline++), ICLR 2019"
     training_data = "batches"
     HPARAMS = {"lr": 1e-3, "batch_size": 128, "scale": 10.0, "ft_steps": 100, "ft_lr": 0.01, "ft_weight_decay": 1e-3}
+    SEARCH_SPACE = {
+        "lr": LogUniform(1e-4, 1e-2),
+        "ft_lr": LogUniform(1e-3, 1e-1),
+        "ft_weight_decay": LogUniform(1e-5, 1e-2),
+    }
     # Adam at 1e-3 (the default above) and the fine-tuning optimiser (SGD, lr 0.01, momentum 0.9, dampening 0.9,
     # weight decay 1e-3) are the reference code's.
     RECIPES = (

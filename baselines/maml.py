@@ -10,7 +10,7 @@ statistics, as MAML does: the test queries are normalised together (transductive
 
 from __future__ import annotations
 
-from benchmark.methods import PaperResult, Recipe, register
+from benchmark.methods import LogUniform, PaperResult, Recipe, register
 
 from .gradient import InnerLoopLearner
 
@@ -39,6 +39,8 @@ class MAML(InnerLoopLearner):
         "meta_batch": 32,
         "eval_batch": 25,
     }
+    # the two step sizes (fomaml inherits these; the meta-batch and inner steps set the cost, so they stay fixed)
+    SEARCH_SPACE = {"meta_lr": LogUniform(1e-4, 1e-2), "inner_lr": LogUniform(0.01, 1.0)}
     RECIPES = (
         Recipe(
             "omniglot",

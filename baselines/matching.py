@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import HParamError, MetaLearner, PaperResult, Recipe, make_backbone, register
+from benchmark.methods import HParamError, LogUniform, MetaLearner, PaperResult, Recipe, make_backbone, register
 
 _V = "Vinyals et al. 2016"
 _BUDGET = (
@@ -90,6 +90,7 @@ class MatchingNet(MetaLearner):
         "fce_steps": 0,  # K processing steps of the attention LSTM; 0: as many as support images
     }
     HPARAM_BOUNDS = {"fce_steps": (0, None)}
+    SEARCH_SPACE = {"lr": LogUniform(1e-4, 1e-2)}
     RECIPES = (
         Recipe(
             "omniglot",

@@ -11,7 +11,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmark.methods import HParamError, MetaLearner, PaperResult, Recipe, make_backbone, prototypes, register
+from benchmark.methods import (
+    Choice,
+    HParamError,
+    LogUniform,
+    MetaLearner,
+    PaperResult,
+    Recipe,
+    make_backbone,
+    prototypes,
+    register,
+)
 
 _EARLY_STOP = (
     "the paper trained until the validation loss stopped improving; here training runs for the "
@@ -36,6 +46,8 @@ class ProtoNet(MetaLearner):
         "embed": "joint",  # support and query in one pass; "separate": two passes (own batch-norm statistics)
     }
     # Adam at 1e-3 halved every 2000 episodes (the defaults above) is the paper's schedule for both datasets.
+    # A sweep searches the optimiser around it (a decade either side of the rate; the halving period).
+    SEARCH_SPACE = {"lr": LogUniform(1e-4, 1e-2), "lr_step": Choice((1000, 2000, 4000))}
     RECIPES = (
         Recipe(
             "omniglot",

@@ -24,9 +24,10 @@ import streamlit as st
 
 from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
-from benchmark.page import tables
+from benchmark.page import continual, nas, sweeps, tables
 from benchmark.page.domains import ORACLE_TEXT, SELECTION_TEXT, SHIFT_TEXT, domain_tables, shift_tables
 from benchmark.page.index import ResultsIndex
+from benchmark.protocols import PROTOCOLS
 from benchmark.settings import SETTINGS
 from benchmark.settings.domains import RANK_NOTE
 from benchmark.stats.ranking import RANKING_RULE
@@ -62,6 +63,15 @@ def paper_lookup(method: str, protocol: str):
     import baselines  # noqa: F401  (registers the built-in methods)
 
     return paper_result(ALGORITHMS.get(method), protocol) if method in ALGORITHMS else None
+
+
+def paper_curve(method: str, protocol: str) -> dict[int, float] | None:
+    """What a built-in method's paper reported along a stream protocol, classes seen -> test accuracy (%): its
+    PaperResult's curve, else that result alone at the stream's last checkpoint; None where it reported nothing."""
+    paper = paper_lookup(method, protocol)
+    if paper is None or protocol not in PROTOCOLS or PROTOCOLS.get(protocol).continual is None:
+        return None
+    return dict(paper.curve) if paper.curve else {PROTOCOLS.get(protocol).continual.checkpoints[-1]: paper.mean}
 
 
 def sidebar(table: pd.DataFrame) -> dict:
@@ -119,6 +129,7 @@ def protocol_section(setting: str, protocol: str, rows: pd.DataFrame) -> None:
             "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
             "Eval time (s)": st.column_config.NumberColumn(format="%.1f"),
             "Kind": st.column_config.TextColumn(help=tables.KIND_HELP),
+            **{name: st.column_config.Column(help=text) for name, text in continual.COLUMN_HELP.items()},
             "Selection": st.column_config.TextColumn(
                 help="which trained model was scored: final (the last) or best-val (the best on the protocol's "
                 "validation episodes; see the record's runs[].selection)"
@@ -188,6 +199,39 @@ def domain_section(rows: pd.DataFrame, board: boards.Board) -> None:
         st.subheader(f"{family}: few-shot accuracy in an unseen domain (%)")
         st.dataframe(table, hide_index=True, placeholder="—", key=f"dg-shift-{family}")
         st.caption(tables.md_escape(SHIFT_TEXT))
+
+
+def continual_section(rows: pd.DataFrame, board: boards.Board, wanted: set[str]) -> None:
+    """A stream's accuracy against the classes seen, and the accuracy matrix of a task or meta-training sequence."""
+    if "stream-curves" in wanted:
+        for protocol in continual.stream_protocols(rows):
+            stream_plot(protocol, rows[rows["protocol"] == protocol])
+    matrices = continual.matrix_rows(rows)
+    if "accuracy-matrix" in wanted and not matrices.empty:
+        matrix_plot(matrices, board)
+
+
+def stream_plot(protocol: str, rows: pd.DataFrame) -> None:
+    st.subheader(f"{tables.md_escape(protocol)}: accuracy against classes seen")
+    metric = st.radio(
+        "Score", list(continual.METRICS), format_func=continual.METRICS.get, horizontal=True, key=f"curve-{protocol}"
+    )
+    curve = continual.stream_curve(rows, metric)
+    anchors = continual.paper_anchors(protocol, ALGORITHMS, paper_curve) if metric == "test" else None
+    chart = continual.curve_chart(curve, metric, anchors)
+    st.altair_chart(chart, width="stretch", key=f"stream-{protocol}")
+    st.caption(continual.CURVE_TEXT)
+
+
+def matrix_plot(rows: pd.DataFrame, board: boards.Board) -> None:
+    st.subheader("Accuracy matrix")
+    ordered = rows.sort_values(["protocol", "rank", "mean"], ascending=[True, True, False], na_position="last")
+    picked = ordered[["protocol", "entry", "run_id", "path"]].to_dict("records")
+    labels = {tables.record_label(r): r["path"] for r in picked}
+    label = st.selectbox("Record", list(labels), key="matrix-record")
+    chart = continual.matrix_chart(continual.accuracy_matrix(board.records[labels[label]]))
+    st.altair_chart(chart, width="content", key="matrix-heatmap")
+    st.caption(f"{continual.MATRIX_TEXT} File: {tables.md_escape(labels[label])}")
 
 
 def error_bar_chart(data: pd.DataFrame, x: alt.X, tooltip: list, line: bool) -> alt.LayerChart:
@@ -283,6 +327,14 @@ def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict], page) -> 
             st.caption(f"{len(hist)} {unit}s; dashed line: mean. File: {tables.md_escape(labels[label])}")
     with right:
         st.json(tables.provenance(record), expanded=2)
+        sweep_detail(record)
+
+
+def sweep_detail(record: dict) -> None:  # a sweep's record: the configuration selected on validation, the candidates
+    if (part := sweeps.sweep_part(record)) is not None:
+        st.markdown(part.caption)
+        if part.candidates is not None:
+            st.dataframe(part.candidates, hide_index=True)
 
 
 def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, board: boards.Board) -> None:
@@ -301,7 +353,15 @@ def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, boa
         st.divider()
     for protocol, protocol_rows in rows.groupby("protocol", sort=True):  # one pass, not a filter per protocol
         protocol_section(setting, str(protocol), protocol_rows)
+    for protocol, table in nas.architecture_tables(rows, board.records).items():  # found cells and their references
+        st.markdown(nas.heading(protocol))
+        st.dataframe(table, hide_index=True)
     st.divider()
+    # each protocol's own part (a stream, a task sequence) names the plots it has
+    own = {p for name in rows["protocol"].unique() for p in SETTINGS.get(setting).for_protocol(str(name)).page.plots}
+    if {"stream-curves", "accuracy-matrix"} & own:
+        continual_section(rows, board, own)
+        st.divider()
     plots(setting, rows, page.plots)
     st.divider()
     detail(setting, rows, board.records, page)

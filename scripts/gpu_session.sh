@@ -47,9 +47,11 @@ done
 #     for the replay methods (BWT is compared over seeds)
 cev() { local secs=$1; shift; timeout $((secs * 4 + 240)) $B evaluate --quiet --train-steps 60000 \
           --max-train-time "$(cap "$secs")" "$@"; save; }
-for m in oml anml seq-finetune er mer la-maml joint; do
+for m in oml anml seq-finetune er la-maml joint; do
   t "$m omniglot-oml-stream"; cev 120 --method "$m" --protocol omniglot-oml-stream
 done
+# MER takes 110 single-image steps per image: 3 streams of 100 classes
+t "mer omniglot-oml-stream"; cev 60 --method mer --protocol omniglot-oml-stream --max-classes 100 --episodes 3
 for m in er mer la-maml seq-finetune; do
   t "$m split-omniglot-alphabets-cil"; cev 30 --method "$m" --protocol split-omniglot-alphabets-cil --seeds 0 1 2
 done
@@ -69,4 +71,35 @@ done
 t protonet 20w1s;  ev 240 --method protonet --protocol omniglot-20w1s
 # 6. Baseline++ on a GPU (its CPU record is a floor)
 t finetune 5w1s;   ev 60 --method finetune --protocol omniglot-5w1s
+# 7. sweeps (issue 14): ProtoNet on the four Omniglot protocols, 2 configurations each from its search space,
+#    8 trials of 20 s; packed 4 to a GPU (--gpus-per-trial 0.25) against the same trials one after another
+#    (--gpus-per-trial 1), on this machine in this session; the README reports trials/hour of both. Ray's
+#    wheel is too large for .whl, so this needs ray on the device machine.
+if python3 -c "import ray" 2>/dev/null; then
+  SW="--method protonet --protocol omniglot-5w1s omniglot-5w5s omniglot-20w1s omniglot-20w5s --seeds 0 --trials 2
+      --train-steps 60000 --max-train-time $(cap 20) --episodes $EP --cpus-per-trial 2 --quiet --results $OUT/sweep-results"
+  for mode in packed:0.25 serial:1; do
+    t "sweep ${mode%%:*}"; s0=$SECONDS
+    timeout 900 $B sweep $SW --gpus-per-trial "${mode##*:}" --sweeps "$OUT/sweeps" --name "${mode%%:*}" 2>&1 | tail -14
+    echo "sweep ${mode%%:*}: 8 trials in $((SECONDS - s0)) s = $((8 * 3600 / (SECONDS - s0 + 1))) trials/hour"
+  done
+else
+  echo "ray is not installed on this machine: pip install 'ray>=2.9' (the sweep step is skipped)"
+fi
+# 8. architecture search (issue 13): one search per strategy on Omniglot (ProtoNet objective, second-order DARTS,
+#    the space's default width of 16 while searching), 10 minutes each, every found cell widened to Conv-4's
+#    parameter count; then ProtoNet on omniglot-20w1s with each found cell, the random cell of the same space
+#    (random-omniglot-v1, committed) and Conv-4, 120 s each, so the page pairs every cell with Conv-4 on the same
+#    episodes. The step counts set the cosine schedules' length (a guess at 10 minutes of H100; the time cap stops
+#    whichever comes first). The genotype files come back in $OUT/genotypes (commit them to benchmark/methods/genotypes/).
+t "nas search darts";  timeout 900 $B search --strategy darts --dataset omniglot --steps 3000 \
+  --max-time "$(cap 600)" --hparam meta_batch=1 --name darts-omniglot-v2 --quiet  # one 20-way episode a split: memory
+t "nas search rl";     timeout 900 $B search --strategy rl --dataset omniglot --steps 8000 \
+  --max-time "$(cap 600)" --name rl-omniglot-v2 --quiet
+mkdir -p "$OUT/genotypes"; cp benchmark/methods/genotypes/*.json "$OUT/genotypes/"
+for bb in darts-omniglot-v2 rl-omniglot-v2 random-omniglot-v1 conv4; do
+  [ "$bb" = conv4 ] || [ -f "benchmark/methods/genotypes/$bb.json" ] || { echo "no genotype $bb: skipped"; continue; }
+  t "protonet 20w1s on $bb"; ev 120 --method protonet --protocol omniglot-20w1s --hparam backbone="$bb"
+done
+t "nas done"
 t done

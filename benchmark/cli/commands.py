@@ -27,6 +27,8 @@ from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
 from ..submissions.submit import submit
 from ..submissions.verify import verify
 from . import indexperf, perf, serve
+from .search import cmd_search
+from .sweep import cmd_sweep
 
 
 def _hparams(pairs: list[str]) -> dict:
@@ -75,6 +77,9 @@ def cmd_evaluate(args, ap) -> int:
         select=args.select,
         val_episodes=args.val_episodes,
         val_checks=args.val_checks,
+        devices=args.devices,
+        logger=args.logger,
+        log_dir=args.log_dir,
     )
     plan(cfg)  # the method, protocols and hyper-parameters are checked before any data is touched
     resolve_device(cfg.device)
@@ -142,6 +147,10 @@ def describe_method(name: str, results: str | None) -> int:
     print(f"{cls.name}: {cls.paper}\ntrains on: {cls.training_data}\nhyper-parameters (defaults):")
     for k, v in sorted(cls.defaults().items()):
         print(f"  {k} = {v!r}")
+    if cls.SEARCH_SPACE:
+        print("search space (what `bench sweep --trials N` draws from):")
+        for k, dist in sorted(cls.SEARCH_SPACE.items()):
+            print(f"  {k}: {dist.describe()}")
     if cls.RECIPES:
         print("paper recipes (the defaults on matching protocols; --hparam overrides them):")
         for r in cls.RECIPES:
@@ -257,4 +266,6 @@ COMMANDS = {
     "verify": cmd_verify,
     "compare": cmd_compare,
     "protocol": cmd_protocol,
+    "sweep": cmd_sweep,
+    "search": cmd_search,
 }

@@ -7,6 +7,8 @@ import sys
 import textwrap
 
 from ..core import paths
+from .search import add_search_parser
+from .sweep import add_sweep_parser
 
 EPILOG = """examples:
   bench data prepare omniglot --source ../shared/data      # once: archive -> prepared dataset
@@ -107,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"folder holding the dataset archives, used when a dataset is not prepared yet "
         f"(default: ${paths.SOURCE_ENV}_<NAME>, then ${paths.SOURCE_ENV})",
     )
+    ev.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="train in N processes with Lightning's DDP, the meta-batch split across them (N GPUs; on a CPU, N gloo "
+        "processes); episodic settings; the same numbers as one device up to float rounding (default 1)",
+    )
+    ev.add_argument(
+        "--logger",
+        choices=("csv", "tensorboard", "mlflow", "wandb"),
+        default=None,
+        help="log training curves and learning rates with this Lightning logger, offline (the record names where)",
+    )
+    ev.add_argument("--log-dir", default=None, help="where --logger writes (default: logs/ beside the results folder)")
     ev.add_argument("--no-write", action="store_true", help="print the result only; write no record")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(ev)
@@ -314,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ix.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
     ix.add_argument("--rebuild", action="store_true", help="forget the index and index every record again")
+
+    add_sweep_parser(sub)
+    add_search_parser(sub)
 
     lb = sub.add_parser("leaderboard", help="open the leaderboard web page over a results folder")
     lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")

@@ -4,7 +4,9 @@ from ..core.errors import HParamError
 from .backbones import BACKBONES, BatchStatNorm2d, make_backbone, statistics_from
 from .contract import ALGORITHMS, COMMON_HPARAMS, MetaLearner, TaskInfo, prototypes, register
 from .domains import DomainLearner
+from .genotype import GENOTYPES, Genotype, architecture_block, architecture_problem
 from .recipes import PaperResult, Recipe, ResolvedRecipe, paper_result, resolve_recipe
+from .search import Choice, Distribution, LogUniform, Uniform, sample_space
 
 __all__ = [
     "HParamError",
@@ -16,6 +18,10 @@ __all__ = [
     "COMMON_HPARAMS",
     "MetaLearner",
     "DomainLearner",
+    "GENOTYPES",
+    "Genotype",
+    "architecture_block",
+    "architecture_problem",
     "TaskInfo",
     "prototypes",
     "register",
@@ -24,4 +30,9 @@ __all__ = [
     "ResolvedRecipe",
     "paper_result",
     "resolve_recipe",
+    "Choice",
+    "Distribution",
+    "LogUniform",
+    "Uniform",
+    "sample_space",
 ]

@@ -28,6 +28,7 @@ from ..episodes import Episodes
 from ..protocols import EpisodeSpec, Protocol
 from .backbones import BACKBONES
 from .recipes import PaperResult, Recipe
+from .search import Distribution
 
 ALGORITHMS: Registry[type[MetaLearner]] = Registry("method")
 
@@ -92,6 +93,8 @@ class MetaLearner(pl.LightningModule):
     RECIPES: ClassVar[tuple[Recipe, ...]] = ()  # the paper's set-up per protocol family
     PAPER_RESULTS: ClassVar[dict[str, PaperResult]] = {}  # protocol name -> what the paper reported
     HPARAM_BOUNDS: ClassVar[dict[str, tuple[float | None, float | None]]] = {}  # (low, high), None = open
+    # what `bench sweep --trials N` draws each hyper-parameter from (methods.search); empty: nothing to search
+    SEARCH_SPACE: ClassVar[dict[str, Distribution]] = {}
 
     def __init__(self, task: TaskInfo, **overrides: Any):
         super().__init__()

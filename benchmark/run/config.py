@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,6 +11,13 @@ from typing import Any
 from ..core.errors import BenchError
 
 KINDS = ("evaluation", "submission")
+# Lightning's loggers that --logger offers, and the packages each can write with beyond Lightning (any one)
+LOGGERS: dict[str, tuple[str, ...]] = {
+    "csv": (),
+    "tensorboard": ("tensorboardX", "tensorboard"),
+    "mlflow": ("mlflow",),
+    "wandb": ("wandb",),
+}
 MAX_TEST_EPISODES = 100_000  # 166x the usual 600; more is a typo, and its index alone would not fit in memory
 
 
@@ -34,6 +42,11 @@ class RunConfig:
     select: str = "auto"  # model selection: auto (validation where defined), final
     val_episodes: int = 100  # fixed validation episodes per check
     val_checks: int = 5  # checks spread over the step budget (plus one at the end)
+    devices: int = 1  # training processes (Lightning DDP, the meta-batch split across them); episodic settings
+    logger: str | None = None  # a Lightning logger (LOGGERS) for training curves; None: none
+    log_dir: str | None = None  # where loggers write; None: logs/ beside the results folder
+    run_id: str | None = None  # the record's run id; None: a fresh one (a sweep names its trials by their hash)
+    sweep: Mapping[str, Any] | None = None  # the record's `sweep` section (the trial a sweep ran)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocols", tuple(self.protocols))
@@ -68,3 +81,11 @@ class RunConfig:
             )
         if self.select not in ("auto", "final"):
             raise BenchError(f"--select must be auto or final, not {self.select!r}")
+        if self.devices < 1:
+            raise BenchError(f"--devices must be at least 1 (got {self.devices})")
+        if self.logger is not None:
+            if self.logger not in LOGGERS:
+                raise BenchError(f"--logger must be one of {', '.join(LOGGERS)}, not {self.logger!r}")
+            packages = LOGGERS[self.logger]
+            if packages and not any(importlib.util.find_spec(p) for p in packages):
+                raise BenchError(f"--logger {self.logger} needs the {packages[0]} package: pip install {packages[0]}")

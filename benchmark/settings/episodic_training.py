@@ -21,7 +21,7 @@ from ..methods import MetaLearner, TaskInfo
 from ..protocols import Protocol, SplitSpec
 from ..run.config import RunConfig
 from ..run.device import on_device_if_it_fits, place, sync
-from ..run.training import fit
+from ..run.training import fit, training_logger
 from ..store import EpisodeView, build_view, load_store
 from .base import Scored, Trained
 
@@ -201,11 +201,14 @@ def train(
 
     every_s = cfg.max_train_time / (cfg.val_checks + 1) if cfg.max_train_time else None
     callbacks = [Checkpoints(max(1, steps // max(1, cfg.val_checks)), check, every_s)] if select else []
+    logger, log = training_logger(cfg, model.name, data.protocol.name, seed)
+    options = {"devices": cfg.devices, "logger": logger}
     seconds, done = fit(
-        model, draw, steps, seed, device, data.train.device, cfg.progress, cfg.max_train_time, callbacks
+        model, draw, steps, seed, device, data.train.device, cfg.progress, cfg.max_train_time, callbacks, **options
     )
+    extra = {**({"log": log} if log else {}), **({"train_devices": cfg.devices} if cfg.devices > 1 else {})}
     if not select or val_split is None or val_eps is None:
-        return Trained(seconds, done)
+        return Trained(seconds, done, extra=extra)
     if not checked or checked[-1][0] != done:
         check(model, done)
     model.load_state_dict(best["state"])
@@ -219,7 +222,7 @@ def train(
         "val_accuracy": best["acc"],
         "val_time_s": round(val_seconds[0], 3),
     }
-    return Trained(seconds, done, selection)
+    return Trained(seconds, done, selection, extra)
 
 
 def score(model: MetaLearner, data: Prepared, device: torch.device, progress: bool = True) -> Scored:

@@ -14,13 +14,15 @@ import pytorch_lightning as pl
 
 from ..core import paths
 from ..core.errors import BenchError
-from ..methods import ALGORITHMS, MetaLearner
+from ..methods import ALGORITHMS, MetaLearner, architecture_block
 from ..methods.recipes import resolve_recipe
 from ..protocols import PROTOCOLS, Protocol
 from ..records import format_ci, to_jsonable, write_record
 from ..records.io import SCHEMA_VERSION, validate
 from ..run import CHECKPOINTS, RunConfig, device_info, environment, git_info, resolve_device, save_checkpoint
+from ..run.training import is_first_process, process_device
 from .base import SETTINGS, Setting
+from .episodic import Episodic
 
 
 def setting_of(protocol: Protocol) -> Setting:
@@ -62,6 +64,9 @@ def plan(cfg: RunConfig, method_cls: type[MetaLearner] | None = None):
                 f"--max-classes shortens continual streams; {', '.join(other)} is not a stream protocol "
                 f"(omniglot-oml-stream is)"
             )
+    if (cfg.devices > 1 or cfg.logger) and not isinstance(setting, Episodic):
+        option = "--devices" if cfg.devices > 1 else "--logger"
+        raise BenchError(f"{option} is offered for the episodic settings (few-shot, cross-domain), not {setting.name}")
     cls = method_cls or method_class(cfg.method)
     for p in protos:
         why = setting.supports(p) or cls.supports(p)
@@ -85,8 +90,9 @@ def evaluate(
 ) -> list[tuple[dict, Path | None]]:
     """Train once per seed and score on every protocol of `cfg`; [(record, path or None)], one per protocol."""
     setting, protos, cls, hp, recipe, steps = plan(cfg, method_cls)
+    log = log if is_first_process() else (lambda _m: None)  # DDP's other processes train in step, silently
     method = cls.name or cfg.method
-    dev = resolve_device(cfg.device)
+    dev = process_device(resolve_device(cfg.device), cfg.devices)
     first = protos[0]
     seeds = cfg.seeds or first.seeds
     res_root = paths.results_dir(cfg.results_dir)
@@ -94,7 +100,7 @@ def evaluate(
         check_writable(res_root)  # found now, not after an hour of training
     shared: dict = {}
     datas = [setting.prepare(p, dev, cfg, shared) for p in protos]
-    base_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    base_id = cfg.run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     run_ids = [base_id] if len(protos) == 1 else [f"{base_id}.{i}" for i in range(len(protos))]
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else res_root / CHECKPOINTS
     budget = f"{steps} training steps{f' or {cfg.max_train_time:g}s' if cfg.max_train_time else ''}"
@@ -110,6 +116,8 @@ def evaluate(
             pl.seed_everything(seed, verbose=False)
             model = setting.build_model(cls, datas[0], hp)
             trained = setting.train(model, datas[0], cfg, steps, seed, dev)
+            if not is_first_process():  # a DDP process of the first one's: it trained in step, the first scores
+                continue
             ckpt = None
             if cfg.write:
                 ckpt_path = ckpt_root / f"{base_id}-seed{seed}.pt"
@@ -142,6 +150,8 @@ def evaluate(
                     f"eval {scored.seconds:.1f}s)"
                 )
                 runs[j].append(entry)
+        if not is_first_process():
+            return []
         # every record is built and checked before the first is written
         records = [
             make_record(run_id, setting_of(proto), proto, data, method, cls, hp, recipe, proto_runs, dev, cfg)
@@ -208,6 +218,9 @@ def make_record(
     }
     if cfg.source:
         method_block["source"] = dict(cfg.source)
+    architecture = architecture_block(hp.get("backbone"), proto.channels, proto.image_size)
+    if architecture is not None:  # a found cell: its genotype's fingerprint, size and search cost
+        method_block["architecture"] = architecture
     summary = {
         **setting.summary_section(runs),
         "train_time_s": round(sum(r["train_time_s"] for r in runs), 3),
@@ -229,6 +242,8 @@ def make_record(
         "code": git_info(),
         "data": setting.data_fingerprints(data),
     }
+    if cfg.sweep:
+        record["sweep"] = dict(cfg.sweep)
     validate(record)
     problem = setting.section_problem(record)
     if problem:

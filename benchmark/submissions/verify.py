@@ -22,6 +22,7 @@ from ..core.errors import BenchError, InvalidRecord
 from ..core.files import sha256_bytes, sha256_file
 from ..core.registry import UnknownName
 from ..data import ensure_prepared, load_prepared
+from ..methods import architecture_problem
 from ..protocols import PROTOCOLS
 from ..records import Record, to_jsonable
 from ..records import record_path as expected_record_path
@@ -233,6 +234,12 @@ def _verify(
             cls = method_class(rm.name)
         except UnknownName as e:
             raise VerifyError(f"{path}: {e}") from None
+    # a found-cell backbone is rebuilt from its genotype file, which must still hold the architecture scored
+    if problem := architecture_problem(raw["method"]):
+        report.problems.append(problem)
+        return report
+    if arch := raw["method"].get("architecture"):
+        report.notes.append(f"backbone genotype {arch['genotype']} (its fingerprint matches the record)")
 
     # the units: regenerate them from the protocol and compare their fingerprint with the record's
     ensure_prepared(proto.datasets, data_dir)
