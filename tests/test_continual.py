@@ -16,9 +16,9 @@ from benchmark.methods import ALGORITHMS, BACKBONES
 from benchmark.methods.continual import ContinualLearner
 from benchmark.protocols import PROTOCOLS, stream_order
 from benchmark.protocols.continual import GROUPS, SPLIT_ALPHABETS
+from benchmark.records.continual import gem_metrics
 from benchmark.run.config import RunConfig
 from benchmark.settings import check_record
-from benchmark.stats.continual import gem_metrics
 from tests.episodekit import TinyBackbone, refused_before_data
 
 STREAM = "omniglot-oml-stream"

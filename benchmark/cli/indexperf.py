@@ -73,7 +73,7 @@ class RecordMaker:
         self.n_methods = max(20, math.ceil(n_records / (len(self.protocols) * RUNS_PER_ENTRY)))
         self.rng = np.random.default_rng(seed)
         cls = method_class("protonet")
-        cfg = SimpleNamespace(source=None, kind="evaluation")
+        cfg = SimpleNamespace(source=None, kind="evaluation", sweep=None)
         self.templates, self.difficulty = [], []
         for p in self.protocols:
             setting = SETTINGS.get(p.setting)

@@ -1,7 +1,7 @@
 """The record side of the continual protocols scored as an accuracy matrix: Split-Omniglot's task sequence
 (continual learners) and the meta-training sequence (any few-shot method). R[i][j] is the accuracy on task j
 after training on tasks 0..i; the record keeps R, a randomly initialised model's accuracy b on every task, and
-GEM's ACC, BWT and FWT (benchmark.stats.continual). The ranked units are the scores after the last task: each
+GEM's ACC, BWT and FWT (benchmark.records.continual). The ranked units are the scores after the last task: each
 task's accuracy (task sequence) or each fixed test episode's (meta-training sequence, the same count per task,
 so their mean is ACC either way)."""
 
@@ -15,9 +15,9 @@ import numpy as np
 from ..core.errors import BenchError
 from ..protocols import Protocol
 from ..records import mean_ci
+from ..records.continual import gem_metrics
 from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
-from ..stats.continual import gem_metrics
 from .base import PageSpec, Scored, Setting, Trained
 from .continual_stream import _FRACTION, _MATRIX, _NULLABLE_NUMBER, check_continual_method, summary_mismatch
 from .episodic import _none_if_nan, summary_interval_problem
