@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,17 +42,27 @@ class TensorStore:
     std: tuple[float, ...]
 
 
+def _decode_one(raw: bytes, size: int, mode: str, channels: int) -> np.ndarray:
+    img = Image.open(io.BytesIO(raw)).convert(mode)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+
+
 def _decode(ds, size: int, channels: int) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(ds), size, size, channels), dtype=np.uint8)
     col = ds.cast_column("image", type(ds.features["image"])(decode=False))["image"]
-    for i, item in enumerate(
-        tqdm(col, desc=f"decoding images to {size}x{size}", unit="img", mininterval=1.0, disable=len(col) < 2000)
-    ):
-        img = Image.open(io.BytesIO(item["bytes"])).convert(mode)
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.LANCZOS)
-        out[i] = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+    # Pillow releases the GIL while it decodes and resamples, so threads use every core without copying
+    # the encoded bytes into other processes
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = pool.map(lambda item: _decode_one(item["bytes"], size, mode, channels), col)
+        for i, arr in enumerate(
+            tqdm(decoded, total=len(col), desc=f"decoding images to {size}x{size}", unit="img", mininterval=1.0,
+                 disable=len(col) < 2000)
+        ):  # fmt: skip
+            out[i] = arr
     return out
 
 
