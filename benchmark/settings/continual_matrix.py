@@ -19,7 +19,13 @@ from ..records.continual import gem_metrics
 from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
 from .base import PageSpec, Scored, Setting, Trained
-from .continual_stream import _FRACTION, _MATRIX, _NULLABLE_NUMBER, check_continual_method, summary_mismatch
+from .continual_stream import (
+    _FRACTION,
+    _MATRIX,
+    _NULLABLE_NUMBER,
+    ContinualLearnerHooks,
+    summary_mismatch,
+)
 from .episodic import _none_if_nan, summary_interval_problem
 
 COLUMNS = (
@@ -204,7 +210,7 @@ class ContinualMatrix(Setting):
         return np.asarray(run[self.units_field], dtype=np.float64)
 
 
-class ContinualTasks(ContinualMatrix):
+class ContinualTasks(ContinualLearnerHooks, ContinualMatrix):
     description = "Learn a sequence of tasks (alphabets) one after another; the accuracy matrix and ACC/BWT/FWT."
     unit = "task"
 
@@ -214,17 +220,8 @@ class ContinualTasks(ContinualMatrix):
             return "a task-sequence protocol has a pre-training stage and at least one task"
         return None
 
-    def check_method(self, cls, hp, protocol):
-        check_continual_method(cls, protocol)
-
     def prepare(self, protocol, device, cfg, shared):
         return _training().prepare_tasks(protocol, device, cfg, shared)
-
-    def build_model(self, cls, data, hp):
-        return _training().build_model(cls, data, hp)
-
-    def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().pretrain(model, data, cfg, steps, seed, device)
 
     def score(self, model, data, device, progress=True) -> Scored:
         return _training().score_tasks(model, data, device, progress)

@@ -67,7 +67,21 @@ def curve(values: np.ndarray) -> tuple[list[float], list[float | None]]:
     return [ci.mean for ci in cis], [_none_if_nan(ci.ci95) for ci in cis]
 
 
-class ContinualStream(Setting):
+class ContinualLearnerHooks:
+    """The hooks shared by the parts whose methods are `ContinualLearner`s (a stream, a task sequence): the
+    method check, the model and the batch pre-training stage before the continual phase."""
+
+    def check_method(self, cls, hp, protocol):
+        check_continual_method(cls, protocol)
+
+    def build_model(self, cls, data, hp):
+        return _training().build_model(cls, data, hp)
+
+    def train(self, model, data, cfg, steps, seed, device) -> Trained:
+        return _training().pretrain(model, data, cfg, steps, seed, device)
+
+
+class ContinualStream(ContinualLearnerHooks, Setting):
     name = "continual"
     title = "Continual"
     order = 40
@@ -141,17 +155,8 @@ class ContinualStream(Setting):
             return "a stream protocol has a pre-training stage and a stream stage with learned and held-out images"
         return None
 
-    def check_method(self, cls, hp, protocol):
-        check_continual_method(cls, protocol)
-
     def prepare(self, protocol, device, cfg, shared):
         return _training().prepare_stream(protocol, device, cfg, shared)
-
-    def build_model(self, cls, data, hp):
-        return _training().build_model(cls, data, hp)
-
-    def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().pretrain(model, data, cfg, steps, seed, device)
 
     def score(self, model, data, device, progress=True) -> Scored:
         return _training().score_streams(model, data, device, progress)
