@@ -42,7 +42,8 @@ class Continual(SettingParts):
 
     def by_protocol(self, protocol: Protocol) -> Setting:
         kind = protocol.continual.kind if protocol.continual is not None else "stream"
-        return {"stream": self.stream, "tasks": self.tasks, "meta-sequence": self.sequence}[kind]
+        by_kind: dict[str, Setting] = {"stream": self.stream, "tasks": self.tasks, "meta-sequence": self.sequence}
+        return by_kind[kind]
 
     def by_record(self, record: dict) -> Setting:
         p = record.get("protocol", {})
