@@ -24,7 +24,7 @@ import streamlit as st
 
 from benchmark.methods import ALGORITHMS, paper_result
 from benchmark.page import board as boards
-from benchmark.page import continual, nas, sweeps, tables
+from benchmark.page import continual, nas, noisy, studies, sweeps, tables
 from benchmark.page.domains import ORACLE_TEXT, SELECTION_TEXT, SHIFT_TEXT, domain_tables, shift_tables
 from benchmark.page.index import ResultsIndex
 from benchmark.protocols import PROTOCOLS
@@ -327,14 +327,7 @@ def detail(setting: str, rows: pd.DataFrame, records: dict[str, dict], page) -> 
             st.caption(f"{len(hist)} {unit}s; dashed line: mean. File: {tables.md_escape(labels[label])}")
     with right:
         st.json(tables.provenance(record), expanded=2)
-        sweep_detail(record)
-
-
-def sweep_detail(record: dict) -> None:  # a sweep's record: the configuration selected on validation, the candidates
-    if (part := sweeps.sweep_part(record)) is not None:
-        st.markdown(part.caption)
-        if part.candidates is not None:
-            st.dataframe(part.candidates, hide_index=True)
+        sweeps.render_part(st, record)  # a sweep's record: the configuration selected on validation
 
 
 def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, board: boards.Board) -> None:
@@ -362,6 +355,7 @@ def setting_tab(setting: str, everything: pd.DataFrame, shown: pd.DataFrame, boa
     if {"stream-curves", "accuracy-matrix"} & own:
         continual_section(rows, board, own)
         st.divider()
+    noisy.weights_section(st, rows, board.records, page.plots)  # noisy labels: learned weights, pairs with erm
     plots(setting, rows, page.plots)
     st.divider()
     detail(setting, rows, board.records, page)
@@ -389,10 +383,13 @@ def main() -> None:
     if chosen["rerank"]:
         shown = boards.rank(shown, board.records)
 
-    settings = board.settings
-    for setting, tab in zip(settings, st.tabs(settings)):
+    names = [*board.settings, "Studies"]  # studies: ablations paired with a baseline, in folders of their own
+    for name, tab in zip(names, st.tabs(names)):
         with tab:
-            setting_tab(setting, board.table, shown, board)
+            if name == "Studies":
+                studies.render(st, os.environ.get("BENCH_STUDIES_DIR") or folder.resolve().parent / "studies")
+            else:
+                setting_tab(name, board.table, shown, board)
 
 
 main()

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # each xdist worker owns one core: torch's default of a thread per core would oversubscribe them
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after the thread setting, which torch reads once, at import)
 
 SHARED_DATA_NAMES = ("omniglot", "pacs", "caltech101")
 
@@ -67,9 +72,25 @@ def data_dir(shared_data: Path, tmp_path_factory) -> Path:
     """A session tmp data dir with omniglot, pacs and caltech101 prepared once from the real archives."""
     from benchmark.data import prepare
 
-    root = tmp_path_factory.mktemp("prepared")
-    for name in SHARED_DATA_NAMES:
-        prepare(name, source=shared_data, data_dir=root, log=lambda _msg: None)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("prepared")
+        for name in SHARED_DATA_NAMES:
+            prepare(name, source=shared_data, data_dir=root, log=lambda _msg: None)
+        return root
+    # under pytest-xdist the workers share one prepared folder in the session's base temp (theirs are its
+    # subfolders): the first prepares it and decodes the image caches the tests read, the others wait
+    from filelock import FileLock
+
+    from benchmark.store import load_store
+
+    root = tmp_path_factory.getbasetemp().parent / "prepared"
+    with FileLock(str(root) + ".lock"):
+        if not (root / ".complete").is_file():
+            for name in SHARED_DATA_NAMES:
+                prepare(name, source=shared_data, data_dir=root, log=lambda _msg: None)
+            for name, size, channels in (("omniglot", 28, 1), ("caltech101", 84, 3), ("pacs", 84, 3)):
+                load_store(name, size, channels, str(root))
+            (root / ".complete").touch()
     return root
 
 

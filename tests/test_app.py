@@ -96,7 +96,9 @@ def test_tabs_and_empty_tab_message(app, tmp_path, monkeypatch):
         "cross-domain",
         "domain-generalisation",
         "continual",
-    ]  # the registered settings, in order
+        "noisy-labels",
+        "Studies",
+    ]  # the registered settings, in order, then the studies
     only_few_shot = tmp_path / "only-few-shot"
     write(only_few_shot, make_record("A", "omniglot-5w1s", [0.5, 0.6, 0.7]))
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(only_few_shot))
@@ -141,8 +143,9 @@ def test_empty_results_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(tmp_path / "nothing-here"))
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
-    assert len(at.tabs) == len(SETTINGS) and not at.warning
+    assert len(at.tabs) == len(SETTINGS) + 1 and not at.warning  # the settings and the studies
     assert sum("No results for" in i.value for i in at.info) == len(SETTINGS)
+    assert any("No studies under" in i.value for i in at.tabs[-1].info)
 
 
 def test_serve_builds_the_streamlit_command(tmp_path):

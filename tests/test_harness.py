@@ -32,8 +32,13 @@ from benchmark.run import RunConfig, TrainingDiverged
 # task sequence and the meta-training sequence through the harness; test_continual_methods.py and
 # test_oml_anml.py: every continual learner); a smoke run of every few-shot method on the five-stage
 # meta-training sequence would cost minutes and check nothing those do not.
-SMOKED_ELSEWHERE = {"continual"}
-METHODS = [m for m in ALGORITHMS if ALGORITHMS.get(m).training_data != "continual"]
+# The noisy-label setting and its reweighting learners (l2rw, mw-net) run end to end in tests/test_noisy_labels.py.
+SMOKED_ELSEWHERE = {"continual", "noisy-labels"}
+# maml-ssl and protonet-ssl cannot run without a checkpoint `bench pretrain` writes (--hparam init=PATH); they run
+# end to end through the harness and `bench verify` in tests/test_ssl_init.py
+NEEDS_INIT = {"maml-ssl", "protonet-ssl"}
+ELSEWHERE_DATA = ("continual", "noisy-labels")  # the training data of the learners smoked elsewhere
+METHODS = [m for m in ALGORITHMS if ALGORITHMS.get(m).training_data not in ELSEWHERE_DATA and m not in NEEDS_INIT]
 ALL_PROTOCOLS = list(PROTOCOLS)
 # One protocol per setting, on the real data in ../shared/data (grey 28px and RGB 84px between them);
 # each method is smoke-tested on these, not on every protocol.

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from ..core import paths
+from .pretrain import add_pretrain_parser
 from .search import add_search_parser
 from .sweep import add_sweep_parser
 
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
     add_search_parser(sub)
+    add_pretrain_parser(sub)
 
     lb = sub.add_parser("leaderboard", help="open the leaderboard web page over a results folder")
     lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")
@@ -353,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         from .listing import cmd_list as command
     elif args.command == "index":  # reading records needs no torch either
         from .indexing import cmd_index as command
+    elif args.command == "pretrain":
+        from .pretrain import cmd_pretrain as command
     else:
         from .commands import COMMANDS
 

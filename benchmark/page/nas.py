@@ -9,15 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..records import format_ci, mean_ci
-from ..stats.paired import paired_test
-from ..stats.ranking import RANK_ALPHA
-from .board import pairing_problem
-from .rows import units
-from .tables import md_escape, percent_ci
+from .tables import md_escape, paired_difference, percent_ci
 
 REFERENCES = ("conv4", "resnet12")
 
@@ -114,11 +108,4 @@ def _versus_conv4(row: dict, shown: pd.DataFrame, records: Mapping[str, dict]) -
     if ref.empty:
         return "no Conv-4 record"
     a, b = records[row["path"]], records[ref.sort_values("created").iloc[-1]["path"]]
-    if pairing_problem(a, b):
-        return "not paired (other episodes)"
-    x, y = np.asarray(units(a), np.float64), np.asarray(units(b), np.float64)
-    d, test = mean_ci(x - y), paired_test(x, y)
-    verdict = "significant" if test.wilcoxon_pvalue < RANK_ALPHA else "not significant"
-    return (
-        f"{format_ci(d.mean, d.ci95, unicode=True, signed=True)} (Wilcoxon p = {test.wilcoxon_pvalue:.2g}, {verdict})"
-    )
+    return paired_difference(a, b) or "not paired (other episodes)"

@@ -60,3 +60,12 @@ def sweep_part(record: dict) -> SweepPart | None:
         if isinstance(c, dict)
     ]
     return SweepPart(caption, pd.DataFrame(rows) if rows else None)
+
+
+def render_part(ui, record: dict) -> None:
+    """A sweep's part of a record's detail view (the selected configuration, the candidates) on a
+    Streamlit-like `ui`; nothing for a record no sweep wrote."""
+    if (part := sweep_part(record)) is not None:
+        ui.markdown(part.caption)
+        if part.candidates is not None:
+            ui.dataframe(part.candidates, hide_index=True)

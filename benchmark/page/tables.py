@@ -7,12 +7,14 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from ..records import format_ci
-from ..stats.ranking import average_ranks
+from ..records import format_ci, mean_ci
+from ..stats.paired import paired_test
+from ..stats.ranking import RANK_ALPHA, average_ranks
 from . import continual
-from .board import units
+from .board import pairing_problem, units
 
 # (method, protocol) -> what the method's paper reported there (a benchmark.methods.PaperResult: `mean` and
 # `ci95` in percent), or None. Passed in by the page, which may import the methods; this layer may not.
@@ -99,6 +101,19 @@ KIND_HELP = (
     "both re-run with `bench verify`. external: predictions made by outside code (torchmeta or learn2learn "
     "scripts) on the fixed test episodes and scored here; not re-verifiable"
 )
+
+
+def paired_difference(a: dict, b: dict) -> str | None:
+    """The paired difference a - b in points, as "d ± CI (Wilcoxon p = ..., significant or not)", unit by unit
+    over the records' seed-averaged units; None when the two were not scored on the same units."""
+    if pairing_problem(a, b):
+        return None
+    x, y = np.asarray(units(a), np.float64), np.asarray(units(b), np.float64)
+    d, test = mean_ci(x - y), paired_test(x, y)
+    verdict = "significant" if test.wilcoxon_pvalue < RANK_ALPHA else "not significant"
+    return (
+        f"{format_ci(d.mean, d.ci95, unicode=True, signed=True)} (Wilcoxon p = {test.wilcoxon_pvalue:.2g}, {verdict})"
+    )
 
 
 def kind_label(kind: str) -> str:

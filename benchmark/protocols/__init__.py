@@ -3,13 +3,17 @@ the versioned class splits they refer to, and the registry of every protocol by 
 
 from .builtin import ROT4
 from .continual import stream_order
-from .protocol import PROTOCOLS, ContinualSpec, EpisodeSpec, Protocol, SplitSpec, Stage, register_protocol
+from .noisy import corrupt, noise_key
+from .protocol import PROTOCOLS, ContinualSpec, EpisodeSpec, NoiseSpec, Protocol, SplitSpec, Stage, register_protocol
 from .splits import class_split, split_sha256
 
 __all__ = [
     "PROTOCOLS",
     "ContinualSpec",
     "EpisodeSpec",
+    "NoiseSpec",
+    "corrupt",
+    "noise_key",
     "stream_order",
     "Protocol",
     "SplitSpec",

@@ -34,6 +34,9 @@ class SplitSpec:
     # (name, fraction, part): the same, over classes: a fixed share of the split's classes, ranked by a hash of
     # (name, class), held out whole ("out") or kept ("in"); new classes from the same alphabets, for example
     class_holdout: tuple[str, float, str] | None = None
+    # (name, start, stop): by count rather than share, the images of every stratum whose rank in the same hash
+    # order as `holdout`'s (of name, stratum, position) is in [start, stop); disjoint ranges, disjoint images
+    ranks: tuple[str, int, int] | None = None
 
     def __post_init__(self):
         bad = [r for r in self.rotations if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 360]
@@ -49,6 +52,12 @@ class SplitSpec:
             if not (0 < fraction < 1) or part not in ("in", "out") or not SLUG.match(name):
                 raise ValueError(
                     f"split {self.dataset}: {what} {hold!r} must be (a slug, a fraction in (0, 1), 'in' or 'out')"
+                )
+        if self.ranks is not None:
+            name, start, stop = self.ranks
+            if not SLUG.match(name) or not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop):
+                raise ValueError(
+                    f"split {self.dataset}: ranks {self.ranks!r} must be (a slug, start, stop) with 0 <= start < stop"
                 )
 
     @property
@@ -68,6 +77,9 @@ class SplitSpec:
         if self.class_holdout is not None:
             name, fraction, part = self.class_holdout
             bits.append(f"{name}@{fraction:g}:classes-{part}")
+        if self.ranks is not None:
+            name, start, stop = self.ranks
+            bits.append(f"{name}#{start}-{stop}")
         return "/".join(bits)
 
 
@@ -124,6 +136,24 @@ class ContinualSpec:
 
 
 @dataclass(frozen=True)
+class NoiseSpec:
+    """Label noise on a protocol's training split (the noisy-label setting): `kind` "symmetric" moves a label to
+    a uniformly drawn other class, "pair" moves class c to class c+1 (in sorted class order, wrapping); exactly
+    round(rate * n) of each class's n training images are moved, which ones a pure function of the protocol's
+    name, version and the image (benchmark.protocols.noisy.corrupt)."""
+
+    kind: str
+    rate: float
+
+    def __post_init__(self):
+        if self.kind not in ("symmetric", "pair") or not 0 < self.rate < 1:
+            raise ValueError(f"noise {self.kind!r} at {self.rate!r}: kind is symmetric or pair, rate in (0, 1)")
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "rate": self.rate, "per_class": "exactly round(rate * n)"}
+
+
+@dataclass(frozen=True)
 class Stage:
     train: SplitSpec
     test: tuple[SplitSpec, ...]
@@ -147,6 +177,7 @@ class Protocol:
     family: str = ""  # what paper recipes are keyed by, e.g. "omniglot"; default: the train dataset
     source: tuple[str, str] | None = field(default=None, compare=False)  # (file, sha256) of a protocol file
     continual: ContinualSpec | None = None  # how a continual protocol's stages run
+    noise: NoiseSpec | None = None  # label noise on the training split (noisy-label protocols)
 
     def __post_init__(self):
         # which settings exist is the settings layer's business; here only the name's form is checked
@@ -205,6 +236,7 @@ class Protocol:
             "test_split": self.test.label,
             "test_episodes": self.test_episodes,
             **({"source": {"file": self.source[0], "sha256": self.source[1]}} if self.source else {}),
+            **({"noise": self.noise.summary()} if self.noise else {}),
         }
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from pathlib import Path
 
 import torch
 
-from ..core.files import sha256_file
+from ..core.files import atomic_write_bytes, sha256_bytes, sha256_file
+from ..methods.ssl import CHECKPOINT_FORMAT, CHECKPOINT_KIND
 
 CHECKPOINTS = "checkpoints"
 
@@ -44,3 +46,16 @@ def save_checkpoint(
         with contextlib.suppress(ValueError):  # outside the results folder: keep the path as given
             shown = path.resolve().relative_to(Path(relative_to).resolve())
     return {"path": shown.as_posix(), "sha256": sha256_file(path)}
+
+
+def save_ssl_checkpoint(backbone: torch.nn.Module, meta: dict, folder: Path, stem: str) -> dict:
+    """A pre-trained backbone and what produced it (`meta`: plain values), written atomically as
+    `<folder>/<stem>-<sha256[:12]>.pt`, so a name is never reused for other bytes; its path and full sha256."""
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+    torch.save({**meta, "kind": CHECKPOINT_KIND, "format": CHECKPOINT_FORMAT, "state_dict": state}, buf)
+    data = buf.getvalue()
+    digest = sha256_bytes(data)
+    path = Path(folder) / f"{stem}-{digest[:12]}.pt"
+    atomic_write_bytes(path, data)
+    return {"path": path.as_posix(), "sha256": digest}

@@ -9,6 +9,7 @@ from .base import SETTINGS, PageSpec, Scored, Setting, Trained, check_record, lo
 from .continual import Continual
 from .domain_setting import DomainGeneralisation
 from .episodic import CrossDomain, Episodic, FewShot
+from .noisy import NoisyLabels
 
 _EXPORTS = {
     "Prepared": ".episodic_training",
@@ -35,6 +36,7 @@ __all__ = [
     "DomainGeneralisation",
     "Episodic",
     "FewShot",
+    "NoisyLabels",
     *_EXPORTS,
 ]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

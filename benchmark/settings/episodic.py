@@ -66,6 +66,8 @@ class Episodic(Setting):
                 },
                 "ci95": _NULLABLE_NUMBER,
                 "n": {"type": "integer", "minimum": 1},
+                # what the method reported about its training (MetaLearner.record_extra), e.g. meta-kd's teacher
+                "method_extra": {"type": "object"},
             },
         },
         "summary": {

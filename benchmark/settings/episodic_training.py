@@ -187,6 +187,8 @@ def train(
 
     def check(module, step):
         assert val is not None and val_eps is not None
+        if step <= getattr(module, "selectable_after", 0):  # what it scores is not trained yet (meta-kd's teacher)
+            return
         accs, secs = evaluate_model(
             module, val, val_eps, data.protocol, device, progress=False, desc="validation episodes"
         )
@@ -208,7 +210,7 @@ def train(
     )
     extra = {**({"log": log} if log else {}), **({"train_devices": cfg.devices} if cfg.devices > 1 else {})}
     if not select or val_split is None or val_eps is None:
-        return Trained(seconds, done, extra=extra)
+        return Trained(seconds, done, extra={**extra, **method_extra(model)})
     if not checked or checked[-1][0] != done:
         check(model, done)
     model.load_state_dict(best["state"])
@@ -222,7 +224,14 @@ def train(
         "val_accuracy": best["acc"],
         "val_time_s": round(val_seconds[0], 3),
     }
-    return Trained(seconds, done, selection, extra)
+    return Trained(seconds, done, selection, {**extra, **method_extra(model)})
+
+
+def method_extra(model: MetaLearner) -> dict[str, Any]:
+    """What a method reports about its own training (an optional `record_extra()` -> dict), read after model
+    selection so that it describes the model scored; under one key, so it cannot overwrite the harness's."""
+    report = getattr(model, "record_extra", None)
+    return {"method_extra": report()} if callable(report) else {}
 
 
 def score(model: MetaLearner, data: Prepared, device: torch.device, progress: bool = True) -> Scored:

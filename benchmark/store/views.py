@@ -53,23 +53,51 @@ class EpisodeView:
         return (x.float() / 255.0 - self.mean) / self.std
 
 
-def holdout_mask(store: TensorStore, split: SplitSpec) -> np.ndarray:
-    """Rows in the split's holdout part. Within each stratum (a class and the `where` columns' values) the
-    rows, in prepared order, are ranked by a hash of (holdout name, stratum, position) and the first
-    round(fraction * n) are "out": the same images on every machine, for every method, independent of
-    which other rows the split keeps."""
-    assert split.holdout is not None
-    name, fraction, part = split.holdout
+def hash_ranks(store: TensorStore, split: SplitSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rank, stratum size) of every row. Within each stratum (a class and the `where` columns' values) the rows,
+    in prepared order, are ranked by a hash of (name, stratum, position): the same order on every machine, for
+    every method, independent of which other rows a split keeps."""
     cols = [store.columns["label"], *(store.columns[c] for c, _ in split.where)]
     strata: dict[tuple[str, ...], list[int]] = {}
     for row, key in enumerate(zip(*cols)):
         strata.setdefault(key, []).append(row)
-    out = np.zeros(len(store.images), dtype=bool)
+    rank = np.zeros(len(store.images), dtype=np.int64)
+    size = np.zeros(len(store.images), dtype=np.int64)
     for key, rows in strata.items():
         stratum = "/".join(key)
-        ranks = sorted(range(len(rows)), key=lambda i: hashlib.sha256(f"{name}|{stratum}|{i}".encode()).digest())
-        out[[rows[i] for i in ranks[: round(fraction * len(rows))]]] = True
+        order = sorted(range(len(rows)), key=lambda i: hashlib.sha256(f"{name}|{stratum}|{i}".encode()).digest())
+        rank[[rows[i] for i in order]] = np.arange(len(rows))
+        size[rows] = len(rows)
+    return rank, size
+
+
+def holdout_mask(store: TensorStore, split: SplitSpec) -> np.ndarray:
+    """Rows in the split's holdout part: the first round(fraction * n) of each stratum's n rows in hash order
+    (hash_ranks) are "out"."""
+    assert split.holdout is not None
+    name, fraction, part = split.holdout
+    rank, size = hash_ranks(store, split, name)
+    out = rank < np.round(fraction * size)
     return out if part == "out" else ~out
+
+
+def ranks_mask(store: TensorStore, split: SplitSpec) -> np.ndarray:
+    """Rows whose rank in their stratum's hash order (hash_ranks) is in the split's [start, stop)."""
+    assert split.ranks is not None
+    name, start, stop = split.ranks
+    rank, _ = hash_ranks(store, split, name)
+    return (rank >= start) & (rank < stop)
+
+
+def class_positions(store: TensorStore) -> np.ndarray:
+    """Each row's position among the rows of its class, in prepared order: with the class, an image's identity."""
+    labels = store.columns["label"]
+    out = np.zeros(len(labels), dtype=np.int64)
+    seen: dict[str, int] = {}
+    for row, label in enumerate(labels):
+        out[row] = seen.get(label, 0)
+        seen[label] = out[row] + 1
+    return out
 
 
 def held_out_classes(classes: list[str], holdout: tuple[str, float, str]) -> set[str]:
@@ -103,6 +131,8 @@ def split_rows(store: TensorStore, split: SplitSpec) -> np.ndarray:
         keep &= np.isin(labels, sorted(held_out_classes(list(labels[keep]), split.class_holdout)))
     if split.holdout is not None:
         keep &= holdout_mask(store, split)
+    if split.ranks is not None:
+        keep &= ranks_mask(store, split)
     idx = np.nonzero(keep)[0]
     if idx.size == 0:
         raise DataError(f"split {split.label} selects no images from {store.name}")
@@ -189,11 +219,15 @@ def rotation_views(view: EpisodeView, rotations: tuple[int, ...]) -> list[Episod
     return out
 
 
-def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
+def view_rows(store: TensorStore, split: SplitSpec) -> np.ndarray:
+    """The store rows of the split's (unrotated) view, in its order: grouped by class, prepared order within."""
     idx = split_rows(store, split)
+    return idx[np.argsort(store.columns["label"][idx], kind="stable")]
+
+
+def build_view(store: TensorStore, split: SplitSpec) -> EpisodeView:
+    idx = view_rows(store, split)
     labels = store.columns["label"]
-    order = np.argsort(labels[idx], kind="stable")
-    idx = idx[order]
     names, starts, counts = np.unique(labels[idx], return_index=True, return_counts=True)
     base = store.images[torch.from_numpy(idx)]
     chunks, offsets, all_counts, classes = [], [], [], []

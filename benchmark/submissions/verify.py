@@ -23,6 +23,7 @@ from ..core.files import sha256_bytes, sha256_file
 from ..core.registry import UnknownName
 from ..data import ensure_prepared, load_prepared
 from ..methods import architecture_problem
+from ..methods.ssl import InitError, recorded_init
 from ..protocols import PROTOCOLS
 from ..records import Record, to_jsonable
 from ..records import record_path as expected_record_path
@@ -240,6 +241,16 @@ def _verify(
         return report
     if arch := raw["method"].get("architecture"):
         report.notes.append(f"backbone genotype {arch['genotype']} (its fingerprint matches the record)")
+    # an SSL initialisation (maml-ssl, protonet-ssl): the checkpoint the run started from, unchanged
+    try:
+        init, problem = recorded_init(raw["method"]["hparams"], (root, root.parent))
+    except InitError as e:
+        raise VerifyError(f"{path}: {e}") from None
+    if problem:
+        report.problems.append(problem)
+        return report
+    if init is not None:
+        report.notes.append(f"init checkpoint {init} (its sha256 matches the record)")
 
     # the units: regenerate them from the protocol and compare their fingerprint with the record's
     ensure_prepared(proto.datasets, data_dir)
@@ -309,7 +320,8 @@ def _verify(
             check.problem = f"checkpoint {cpath} does not belong to this record: {', '.join(wrong)}"
             continue
         pl.seed_everything(run.seed, verbose=False)
-        model = setting.build_model(cls, prep, blob["hparams"])
+        hp = blob["hparams"] if init is None else {**blob["hparams"], "init": str(init)}  # found where it is now
+        model = setting.build_model(cls, prep, hp)
         model.load_state_dict(blob["state_dict"])
         log(f"seed {run.seed}: re-running {len(indices)} of {n} {setting.unit}s on {dev}")
         check.indices = indices
