@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:/tmp/site" BENCH_DATA_DIR="$PWD/.gpu-
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
 python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__, 'cuda', torch.cuda.is_available())"
 B="python3 -m benchmark"
-save() { tar cf "$OUT/results.tar" results 2>/dev/null; }
+save() { tar cf "$OUT/results.tar" results studies 2>/dev/null; }
 if [ -n "$QUICK" ]; then EP=20; PT="--tasks 4 --repeats 2 --eval-episodes 100 --eval-batch 50"; else EP=600; PT="--tasks 32 --repeats 5 --eval-episodes 5000 --eval-batch 500"; fi
 t() { echo; echo "=== $(date +%T) $*"; }
 cap() { if [ -n "$QUICK" ]; then echo 3; else echo "$1"; fi; }
@@ -55,6 +55,16 @@ t "mer omniglot-oml-stream"; cev 60 --method mer --protocol omniglot-oml-stream 
 for m in er mer la-maml seq-finetune; do
   t "$m split-omniglot-alphabets-cil"; cev 30 --method "$m" --protocol split-omniglot-alphabets-cil --seeds 0 1 2
 done
+# 1e. issue 12, a study (ablation arms live in studies/, not on the leaderboard): 120 s of rotation pre-training
+#     on omniglot-5w1s's training images, then protonet-ssl and protonet at 120 s each and protonet at 240 s
+#     (equal compute); the arms go into studies/ssl-init/study.json afterwards
+S=studies/ssl-init/results-h100
+t "ssl pretrain"; timeout 400 $B pretrain --ssl rotation --protocol omniglot-5w1s --train-seconds "$(cap 120)" \
+  --results $S --quiet; save
+init=$(ls -t $S/checkpoints/ssl/rotation-omniglot-5w1s-*.pt 2>/dev/null | head -1)
+[ -n "$init" ] && { t protonet-ssl; ev 120 --method protonet-ssl --protocol omniglot-5w1s --hparam init="$init" --results $S; }
+t "protonet same budget"; ev 120 --method protonet --protocol omniglot-5w1s --results $S
+t "protonet equal compute"; ev 240 --method protonet --protocol omniglot-5w1s --results $S-compute
 # (Caltech-101 and PACS stay on the CPU: their 84px uint8 caches, about 180 and 210 MB, exceed the 64 MiB
 # that travels to the device machine.)
 # 2. speed (re-run only when the inner loops change): PERF=1 bash scripts/gpu_session.sh COMMIT

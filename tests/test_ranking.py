@@ -191,7 +191,7 @@ def test_filters_and_rerank_within_filter(tmp_path):
         ),
     )
     board = boards.load(tmp_path)
-    assert board.settings == ["few-shot", "cross-domain", "domain-generalisation", "continual"]
+    assert board.settings == ["few-shot", "cross-domain", "domain-generalisation", "continual", "noisy-labels"]
     conv4 = tables.filter_table(board.table, backbones=["conv4"])
     assert conv4["method"].tolist() == ["B"] and conv4["rank"].tolist() == [2]
     assert boards.rank(conv4, board.records)["rank"].tolist() == [1]
@@ -201,7 +201,13 @@ def test_filters_and_rerank_within_filter(tmp_path):
 
 def test_single_episode_and_empty_dirs(tmp_path):
     assert boards.load(tmp_path / "missing").table.empty
-    assert boards.load(tmp_path).settings == ["few-shot", "cross-domain", "domain-generalisation", "continual"]
+    assert boards.load(tmp_path).settings == [
+        "few-shot",
+        "cross-domain",
+        "domain-generalisation",
+        "continual",
+        "noisy-labels",
+    ]
     write(tmp_path, make_record("A", PROTOCOL, [0.5]))
     board = boards.load(tmp_path)
     assert tables.display_table(board.table)["Accuracy (%)"].item() == "50.00 ± n/a"

@@ -192,8 +192,8 @@ def test_a_new_setting_gets_its_own_tab(held_out, tmp_path, monkeypatch):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception, at.exception
     labels = [t.label for t in at.tabs]
-    assert labels[-1] == setting.name and labels[:2] == ["few-shot", "cross-domain"]
-    tab = at.tabs[-1]
+    assert labels[-2:] == [setting.name, "Studies"] and labels[:2] == ["few-shot", "cross-domain"]
+    tab = at.tabs[-2]
     shown = [df.value for df in tab.dataframe]
     assert any("toy-linear" in df.to_string() for df in shown)
     per_protocol = shown[-1]  # below the overview: the setting's own columns, in its order

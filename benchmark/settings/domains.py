@@ -22,7 +22,7 @@ from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
 from .base import PageSpec, Scored, Trained
 from .domain_rules import ORACLE_RULE, SELECTION_RULE
-from .images import FRACTION, RANK_NOTE, ImageClassification, correctness, image_schema, wilson
+from .images import FRACTION, IMAGE_COLUMNS, RANK_NOTE, ImageClassification, correctness, image_schema, wilson
 
 __all__ = ["RANK_NOTE", "DomainClassification", "correctness", "wilson"]
 
@@ -71,24 +71,7 @@ class DomainClassification(ImageClassification):
         summary=(["oracle_mean"], {"oracle_mean": FRACTION}),
     )
     page = PageSpec(
-        columns=(
-            "Rank",
-            "Method",
-            "Backbone",
-            "Accuracy (%)",
-            "Paper (%)",
-            "CI95 (%)",
-            "Seed CI95 (%)",
-            "Images",
-            "Seeds",
-            "Train time (s)",
-            "Selection",
-            "Device",
-            "Date",
-            "Kind",
-            "Note",
-            "Run",
-        ),
+        columns=IMAGE_COLUMNS,
         plots=("domain-table", "compute"),
         unit_label="test image",
     )

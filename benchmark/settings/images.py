@@ -24,6 +24,25 @@ RANK_NOTE = (
 )
 NULLABLE_NUMBER = {"type": ["number", "null"]}
 FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+# the page's table for settings scored image by image (domain generalisation's classification, noisy labels)
+IMAGE_COLUMNS = (
+    "Rank",
+    "Method",
+    "Backbone",
+    "Accuracy (%)",
+    "Paper (%)",
+    "CI95 (%)",
+    "Seed CI95 (%)",
+    "Images",
+    "Seeds",
+    "Train time (s)",
+    "Selection",
+    "Device",
+    "Date",
+    "Kind",
+    "Note",
+    "Run",
+)
 
 
 def correctness(run: dict) -> np.ndarray:

@@ -25,7 +25,7 @@ from ..core.errors import BenchError
 from ..protocols import Protocol
 from ..run.config import RunConfig
 from .base import PageSpec, Scored, Trained, register_setting
-from .images import FRACTION, ImageClassification, image_schema
+from .images import FRACTION, IMAGE_COLUMNS, ImageClassification, image_schema
 from .noisy_rules import EDGES, SELECTION_RULE
 
 _COUNTS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": len(EDGES), "maxItems": len(EDGES)}
@@ -79,24 +79,7 @@ class NoisyLabels(ImageClassification):
         summary=(["weight_corrupted", "weight_clean"], {"weight_corrupted": FRACTION, "weight_clean": FRACTION}),
     )
     page = PageSpec(
-        columns=(
-            "Rank",
-            "Method",
-            "Backbone",
-            "Accuracy (%)",
-            "Paper (%)",
-            "CI95 (%)",
-            "Seed CI95 (%)",
-            "Images",
-            "Seeds",
-            "Train time (s)",
-            "Selection",
-            "Device",
-            "Date",
-            "Kind",
-            "Note",
-            "Run",
-        ),
+        columns=IMAGE_COLUMNS,
         plots=("label-weights", "compute"),
         unit_label="test image",
     )
