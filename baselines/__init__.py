@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     matching,
     mer,
     meta_augment,
+    meta_kd,
     meta_lstm,
     meta_sgd,
     mldg,
