@@ -13,8 +13,10 @@ setting-specific, so a new setting is a new module with a `Setting` subclass reg
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import jsonschema
@@ -85,20 +87,30 @@ class Setting:
     def check_method(self, cls: type[MetaLearner], hp: dict[str, Any], protocol: Protocol) -> None:
         """Raise for a method/hyper-parameter combination that cannot run here, before any data is loaded."""
 
+    # The torch side (data, model, training, scoring) lives in a sibling module named here, imported when a
+    # run starts: reading records and drawing the page never import torch and Lightning. The four hooks
+    # below forward to its functions of the same names; a setting whose calls differ overrides the hook.
+    torch_side: ClassVar[str] = ""
+
+    def training(self) -> ModuleType:
+        if not self.torch_side:
+            raise NotImplementedError(f"setting {self.name!r} names no torch_side module")
+        return importlib.import_module(f"{__package__}.{self.torch_side}")
+
     def prepare(self, protocol: Protocol, device: torch.device, cfg: RunConfig, shared: dict) -> Any:
-        raise NotImplementedError
+        return self.training().prepare(protocol, device, cfg, shared)
 
     def build_model(self, cls: type[MetaLearner], data: Any, hp: dict[str, Any]) -> MetaLearner:
-        raise NotImplementedError
+        return self.training().build_model(cls, data, hp)
 
     def train(
         self, model: MetaLearner, data: Any, cfg: RunConfig, steps: int, seed: int, device: torch.device
     ) -> Trained:
-        raise NotImplementedError
+        return self.training().train(model, data, cfg, steps, seed, device)
 
     # --- 2. scoring ----------------------------------------------------------------------------------
     def score(self, model: MetaLearner, data: Any, device: torch.device, progress: bool = True) -> Scored:
-        raise NotImplementedError
+        return self.training().score(model, data, device, progress)
 
     # --- 3. the record section -----------------------------------------------------------------------
     # JSON Schema of this setting's part of a record: {"protocol": ..., "run": ..., "summary": ...}

@@ -49,12 +49,6 @@ COLUMNS = (
 )
 
 
-def _training() -> ModuleType:
-    from . import continual_training
-
-    return continual_training
-
-
 def _sequence() -> ModuleType:
     from . import continual_sequence
 
@@ -221,18 +215,18 @@ class ContinualTasks(ContinualLearnerHooks, ContinualMatrix):
         return None
 
     def prepare(self, protocol, device, cfg, shared):
-        return _training().prepare_tasks(protocol, device, cfg, shared)
+        return self.training().prepare_tasks(protocol, device, cfg, shared)
 
     def score(self, model, data, device, progress=True) -> Scored:
-        return _training().score_tasks(model, data, device, progress)
+        return self.training().score_tasks(model, data, device, progress)
 
     def prepare_to_verify(self, protocol, record, device, data_dir):
         cfg = RunConfig(record["method"]["name"], (protocol.name,), data_dir=data_dir, progress=False)
-        return _training().prepare_tasks(protocol, device, cfg, {})
+        return self.training().prepare_tasks(protocol, device, cfg, {})
 
     def rescore(self, model, data, indices, device):
         """The whole sequence is replayed from the pre-trained checkpoint; the asked tasks' final accuracies."""
-        return _training().score_tasks(model, data, device, progress=False).units[indices]
+        return self.training().score_tasks(model, data, device, progress=False).units[indices]
 
     def verify_tolerance(self, record):
         return 0.02, 0.01

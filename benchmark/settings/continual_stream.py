@@ -7,7 +7,6 @@ learned (retention). The unit of scoring and pairing is the stream: its test acc
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 import numpy as np
 
@@ -22,13 +21,6 @@ from .episodic import _none_if_nan, summary_interval_problem
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _MATRIX = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": _FRACTION}}
-
-
-def _training() -> ModuleType:
-    """The torch side, loaded when a run starts: reading records and the page never need it."""
-    from . import continual_training
-
-    return continual_training
 
 
 def check_continual_method(cls, protocol: Protocol) -> None:
@@ -67,18 +59,17 @@ def curve(values: np.ndarray) -> tuple[list[float], list[float | None]]:
     return [ci.mean for ci in cis], [_none_if_nan(ci.ci95) for ci in cis]
 
 
-class ContinualLearnerHooks:
+class ContinualLearnerHooks(Setting):
     """The hooks shared by the parts whose methods are `ContinualLearner`s (a stream, a task sequence): the
     method check, the model and the batch pre-training stage before the continual phase."""
+
+    torch_side = "continual_training"
 
     def check_method(self, cls, hp, protocol):
         check_continual_method(cls, protocol)
 
-    def build_model(self, cls, data, hp):
-        return _training().build_model(cls, data, hp)
-
     def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().pretrain(model, data, cfg, steps, seed, device)
+        return self.training().pretrain(model, data, cfg, steps, seed, device)
 
 
 class ContinualStream(ContinualLearnerHooks, Setting):
@@ -156,10 +147,10 @@ class ContinualStream(ContinualLearnerHooks, Setting):
         return None
 
     def prepare(self, protocol, device, cfg, shared):
-        return _training().prepare_stream(protocol, device, cfg, shared)
+        return self.training().prepare_stream(protocol, device, cfg, shared)
 
     def score(self, model, data, device, progress=True) -> Scored:
-        return _training().score_streams(model, data, device, progress)
+        return self.training().score_streams(model, data, device, progress)
 
     # --- the record section ---------------------------------------------------------------------------
     def protocol_section(self, protocol, data):
@@ -252,7 +243,7 @@ class ContinualStream(ContinualLearnerHooks, Setting):
             data_dir=data_dir,
             progress=False,
         )
-        return _training().prepare_stream(protocol, device, cfg, {})
+        return self.training().prepare_stream(protocol, device, cfg, {})
 
     def scored_on_problem(self, record, data):
         p = record["protocol"]
@@ -267,7 +258,7 @@ class ContinualStream(ContinualLearnerHooks, Setting):
         return np.asarray(run["stream_accuracies"], dtype=np.float64)
 
     def rescore(self, model, data, indices, device):
-        return _training().score_streams(model, data, device, progress=False, streams=indices).units
+        return self.training().score_streams(model, data, device, progress=False, streams=indices).units
 
     def verify_tolerance(self, record):
         """A replayed stream is the same computation; on another device float rounding can move a few of its

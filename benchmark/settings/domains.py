@@ -12,7 +12,6 @@ keeps every image's correctness, so two methods are compared image by image.
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 import numpy as np
 
@@ -20,23 +19,18 @@ from ..core.errors import BenchError
 from ..protocols import Protocol
 from ..records.io import MEAN_TOLERANCE
 from ..run.config import RunConfig
-from .base import PageSpec, Scored, Trained
+from .base import PageSpec
 from .domain_rules import ORACLE_RULE, SELECTION_RULE
 from .images import FRACTION, IMAGE_COLUMNS, RANK_NOTE, ImageClassification, correctness, image_schema, wilson
 
 __all__ = ["RANK_NOTE", "DomainClassification", "correctness", "wilson"]
 
 
-def _training() -> ModuleType:
-    """The torch side, loaded when a run starts: reading records and the page never need it."""
-    from . import domains_training
-
-    return domains_training
-
-
 class DomainClassification(ImageClassification):
     """The classification protocols of domain generalisation (PACS); the registered setting
     (domain_setting.DomainGeneralisation) hands them to this part."""
+
+    torch_side = "domains_training"
 
     name = "domain-generalisation"
     title = "Domain generalisation"
@@ -91,18 +85,6 @@ class DomainClassification(ImageClassification):
                 f"domains (erm or mldg; `bench list` shows each method)"
             )
 
-    def prepare(self, protocol, device, cfg, shared):
-        return _training().prepare(protocol, device, cfg, shared)
-
-    def build_model(self, cls, data, hp):
-        return _training().build_model(cls, data, hp)
-
-    def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().train(model, data, cfg, steps, seed, device)
-
-    def score(self, model, data, device, progress=True) -> Scored:
-        return _training().score(model, data, device, progress)
-
     # --- the record section ---------------------------------------------------------------------------
     def protocol_section(self, protocol, data):
         summary = protocol.summary()
@@ -132,4 +114,4 @@ class DomainClassification(ImageClassification):
     # --- verification --------------------------------------------------------------------------------
     def prepare_to_verify(self, protocol, record, device, data_dir):
         cfg = RunConfig(record["method"]["name"], (protocol.name,), data_dir=data_dir, progress=False)
-        return _training().prepare(protocol, device, cfg)
+        return self.training().prepare(protocol, device, cfg)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from types import ModuleType
 
 import numpy as np
 
@@ -23,15 +22,7 @@ from ..core.errors import BenchError
 from ..protocols import Protocol
 from ..records import mean_ci
 from ..records.io import MEAN_TOLERANCE
-from .base import Trained
 from .episodic import Episodic, _none_if_nan, interval_problem
-
-
-def _training() -> ModuleType:
-    """The torch side, loaded when a run starts: reading records and the page never need it."""
-    from . import domains_episodic_training
-
-    return domains_episodic_training
 
 
 def domain_name(rotation: int) -> str:
@@ -74,6 +65,8 @@ def _extend(part: dict, required: list[str], properties: dict) -> dict:
 
 class DomainFewShot(Episodic):
     """The episodic protocols of domain generalisation; the registered setting (domain_setting) hands them here."""
+
+    torch_side = "domains_episodic_training"
 
     name = "domain-generalisation"
     title = "Domain generalisation"
@@ -135,13 +128,7 @@ class DomainFewShot(Episodic):
 
     def prepare(self, protocol, device, cfg, shared):
         val_episodes = cfg.val_episodes if cfg.select == "auto" else 0
-        return _training().prepare(protocol, device, cfg.episodes, cfg.data_dir, shared, val_episodes)
-
-    def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().train(model, data, cfg, steps, seed, device)
-
-    def score(self, model, data, device, progress=True):
-        return _training().score(model, data, device, progress)
+        return self.training().prepare(protocol, device, cfg.episodes, cfg.data_dir, shared, val_episodes)
 
     # --- the record section ---------------------------------------------------------------------------
     def protocol_section(self, protocol, data):
@@ -196,7 +183,7 @@ class DomainFewShot(Episodic):
 
     # --- verification: the target episodes (units 0..n-1) and the reference's (units n..2n-1) ------------
     def prepare_to_verify(self, protocol, record, device, data_dir):
-        return _training().prepare(protocol, device, record["protocol"]["test_episodes"], data_dir)
+        return self.training().prepare(protocol, device, record["protocol"]["test_episodes"], data_dir)
 
     def scored_on_problem(self, record, data):
         problem = super().scored_on_problem(record, data)
@@ -212,4 +199,4 @@ class DomainFewShot(Episodic):
         return np.concatenate([super().recorded_units(run), run["reference"]["episode_accuracies"]])
 
     def rescore(self, model, data, indices, device):
-        return _training().rescore(model, data, indices, device)
+        return self.training().rescore(model, data, indices, device)

@@ -47,6 +47,9 @@ def same_episodes(target: EpisodeView, reference: EpisodeView, a: FixedEpisodes,
         raise BenchError("the reference and target episode indices differ; a bug in benchmark/episodes")
 
 
+build_model = episodic.build_model  # an episodic learner, built as on any episodic protocol
+
+
 def prepare(
     protocol: Protocol,
     device: torch.device,

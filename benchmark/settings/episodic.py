@@ -10,27 +10,19 @@ The unit of scoring and pairing is the test episode.
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 import numpy as np
 
 from ..protocols import Protocol
 from ..records import mean_ci
 from ..records.io import MEAN_TOLERANCE
-from .base import PageSpec, Scored, Setting, Trained, register_setting
-
-
-def _training() -> ModuleType:
-    """The torch side, loaded when a run starts: reading records and the page never need it."""
-    from . import episodic_training
-
-    return episodic_training
-
+from .base import PageSpec, Scored, Setting, register_setting
 
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 
 
 class Episodic(Setting):
+    torch_side = "episodic_training"
     unit = "test episode"
     section_schema = {
         "protocol": {
@@ -116,7 +108,7 @@ class Episodic(Setting):
             cls.training_episodes(hp, protocol)  # a bad combination fails here, before any data is loaded
 
     def prepare(self, protocol, device, cfg, shared):
-        return _training().prepare_run(
+        return self.training().prepare_run(
             protocol,
             device,
             cfg.episodes,
@@ -124,15 +116,6 @@ class Episodic(Setting):
             shared,
             val_episodes=cfg.val_episodes if cfg.select == "auto" else 0,
         )
-
-    def build_model(self, cls, data, hp):
-        return _training().build_model(cls, data, hp)
-
-    def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().train(model, data, cfg, steps, seed, device)
-
-    def score(self, model, data, device, progress=True) -> Scored:
-        return _training().score(model, data, device, progress)
 
     # --- the record section ---------------------------------------------------------------------------
     def protocol_section(self, protocol, data):
@@ -193,7 +176,7 @@ class Episodic(Setting):
 
     # --- verification --------------------------------------------------------------------------------
     def prepare_to_verify(self, protocol, record, device, data_dir):
-        return _training().prepare_run(protocol, device, record["protocol"]["test_episodes"], data_dir)
+        return self.training().prepare_run(protocol, device, record["protocol"]["test_episodes"], data_dir)
 
     def scored_on_problem(self, record, data):
         p = record["protocol"]
@@ -209,7 +192,7 @@ class Episodic(Setting):
         return np.asarray(run["episode_accuracies"], dtype=np.float64)
 
     def rescore(self, model, data, indices, device):
-        return _training().rescore(model, data, indices, device)
+        return self.training().rescore(model, data, indices, device)
 
     def verify_tolerance(self, record):
         """One query may flip in an episode, half a query on average (float differences across devices)."""

@@ -17,14 +17,12 @@ scoring.
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import numpy as np
 
 from ..core.errors import BenchError
 from ..protocols import Protocol
 from ..run.config import RunConfig
-from .base import PageSpec, Scored, Trained, register_setting
+from .base import PageSpec, register_setting
 from .images import FRACTION, IMAGE_COLUMNS, ImageClassification, image_schema
 from .noisy_rules import EDGES, SELECTION_RULE
 
@@ -32,14 +30,8 @@ _COUNTS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItem
 _COUNT = {"type": "integer", "minimum": 0}
 
 
-def _training() -> ModuleType:
-    """The torch side, loaded when a run starts: reading records and the page never need it."""
-    from . import noisy_training
-
-    return noisy_training
-
-
 class NoisyLabels(ImageClassification):
+    torch_side = "noisy_training"
     name = "noisy-labels"
     title = "Noisy labels"
     order = 50
@@ -101,18 +93,6 @@ class NoisyLabels(ImageClassification):
                 f"noisy-label batches (erm, l2rw or mw-net; `bench list` shows each method)"
             )
 
-    def prepare(self, protocol, device, cfg, shared):
-        return _training().prepare(protocol, device, cfg, shared)
-
-    def build_model(self, cls, data, hp):
-        return _training().build_model(cls, data, hp)
-
-    def train(self, model, data, cfg, steps, seed, device) -> Trained:
-        return _training().train(model, data, cfg, steps, seed, device)
-
-    def score(self, model, data, device, progress=True) -> Scored:
-        return _training().score(model, data, device, progress)
-
     # --- the record section ---------------------------------------------------------------------------
     def protocol_section(self, protocol, data):
         summary = protocol.summary()
@@ -158,7 +138,7 @@ class NoisyLabels(ImageClassification):
     # --- verification --------------------------------------------------------------------------------
     def prepare_to_verify(self, protocol, record, device, data_dir):
         cfg = RunConfig(record["method"]["name"], (protocol.name,), data_dir=data_dir, progress=False)
-        return _training().prepare(protocol, device, cfg)
+        return self.training().prepare(protocol, device, cfg)
 
     def scored_on_problem(self, record, data):
         if data.labels_fingerprint != record["protocol"]["labels_fingerprint"]:
