@@ -65,6 +65,17 @@ init=$(ls -t $S/checkpoints/ssl/rotation-omniglot-5w1s-*.pt 2>/dev/null | head -
 [ -n "$init" ] && { t protonet-ssl; ev 120 --method protonet-ssl --protocol omniglot-5w1s --hparam init="$init" --results $S; }
 t "protonet same budget"; ev 120 --method protonet --protocol omniglot-5w1s --results $S
 t "protonet equal compute"; ev 240 --method protonet --protocol omniglot-5w1s --results $S-compute
+# 1f. issue 12, a study: meta-kd with the recipe's ResNet-12 teacher (the CPU study used a Conv-4 teacher) on
+#     omniglot-5w1s, 1000 teacher + 1000 student steps at batch 256: the learned temperature, fixed 1, 4 and 10, a
+#     weaker teacher (200 steps) at learned and fixed 4, and SimpleShot's 1000 steps with no teacher; the time cap
+#     is a guard (a run stopped inside its teacher phase fails and writes nothing)
+K=studies/meta-kd/results-gpu
+kd() { ev 400 --method meta-kd --protocol omniglot-5w1s --results $K "$@"; }
+t "meta-kd learned"; kd --train-steps 2000 --hparam teacher_steps=1000
+for T in 4 1 10; do t "meta-kd T=$T"; kd --train-steps 2000 --hparam teacher_steps=1000 --hparam temperature=$T; done
+t "meta-kd weak teacher"; kd --train-steps 1200 --hparam teacher_steps=200
+t "meta-kd weak teacher T=4"; kd --train-steps 1200 --hparam teacher_steps=200 --hparam temperature=4
+t "simpleshot, the student alone"; ev 200 --method simpleshot --protocol omniglot-5w1s --train-steps 1000 --results $K
 # (Caltech-101 and PACS stay on the CPU: their 84px uint8 caches, about 180 and 210 MB, exceed the 64 MiB
 # that travels to the device machine.)
 # 2. speed (re-run only when the inner loops change): PERF=1 bash scripts/gpu_session.sh COMMIT

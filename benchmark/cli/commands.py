@@ -27,18 +27,9 @@ from ..stats.ranking import RANK_ALPHA, NotPairable, significantly_different
 from ..submissions.submit import submit
 from ..submissions.verify import verify
 from . import indexperf, perf, serve
+from .options import key_values
 from .search import cmd_search
 from .sweep import cmd_sweep
-
-
-def _hparams(pairs: list[str]) -> dict:
-    out = {}
-    for p in pairs:
-        k, sep, v = p.partition("=")
-        if not sep or not k:
-            raise SystemExit(f"bench: --hparam expects KEY=VALUE, got {p!r}")
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _run_options(args) -> dict:
@@ -50,7 +41,7 @@ def _run_options(args) -> dict:
         "train_steps": args.train_steps,
         "max_train_time": args.max_train_time,
         "device": args.device,
-        "hparams": _hparams(args.hparam),
+        "hparams": key_values(args.hparam),
         "data_dir": args.data_dir,
         "results_dir": args.results,
         "progress": not args.quiet,

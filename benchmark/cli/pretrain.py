@@ -7,6 +7,7 @@ import os
 import textwrap
 
 from ..core import paths
+from .options import request_from_args
 
 PRETRAIN_EPILOG = """examples:
   bench pretrain --ssl rotation --protocol omniglot-5w1s --train-seconds 120
@@ -52,20 +53,7 @@ def add_pretrain_parser(sub) -> None:
 def cmd_pretrain(args, ap) -> int:
     from ..run.pretrain import PretrainRequest, check_request, pretrain
 
-    req = PretrainRequest(
-        protocol=args.protocol,
-        ssl=args.ssl,
-        backbone=args.backbone,
-        steps=args.steps,
-        train_seconds=args.train_seconds,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        data_dir=args.data_dir,
-        results_dir=args.results,
-        progress=not args.quiet,
-    )
+    req = request_from_args(PretrainRequest, args, results_dir=args.results, progress=not args.quiet)
     check_request(req)  # every option before any data is read
     if args.source:
         os.environ[paths.SOURCE_ENV] = args.source

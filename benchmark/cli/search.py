@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from .options import key_values, request_from_args
+
 SEARCH_EPILOG = """examples:
   bench search --strategy darts --objective protonet --dataset omniglot --max-time 1800
   bench search --strategy rl --objective protonet --dataset omniglot --steps 2000 --seed 1
@@ -61,35 +63,9 @@ def add_search_parser(sub) -> None:
 
 
 def cmd_search(args, ap) -> int:
-    from ..core.errors import BenchError
     from ..nas.run import SearchRequest, check_request, search
 
-    hparams = {}
-    for pair in args.hparam:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise BenchError(f"--hparam expects KEY=VALUE, got {pair!r}")
-        hparams[key.strip()] = value.strip()
-    req = SearchRequest(
-        strategy=args.strategy,
-        objective=args.objective,
-        dataset=args.dataset,
-        protocol=args.protocol,
-        steps=args.steps,
-        max_time=args.max_time,
-        seed=args.seed,
-        device=args.device,
-        data_dir=args.data_dir,
-        hparams=hparams,
-        name=args.name,
-        out=args.out,
-        width=args.width,
-        cells=args.cells,
-        match=args.match,
-        resume=args.resume,
-        checkpoint=args.checkpoint,
-        progress=not args.quiet,
-    )
+    req = request_from_args(SearchRequest, args, hparams=key_values(args.hparam), progress=not args.quiet)
     check_request(req)  # every option before any data is read
     g, path = search(req)
     s = g.search

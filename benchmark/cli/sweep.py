@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from ..core import paths
+from .options import key_values
 
 SWEEP_EPILOG = """examples:
   bench sweep --method protonet maml --protocol omniglot-5w1s --seeds 0 1 2
@@ -99,16 +100,6 @@ def add_sweep_parser(sub) -> None:
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"bench: {what} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def spec_from_args(args):
     """The sweep file's settings, overridden by each option given on the command line."""
     from ..sweep import SweepSpec, read_spec_file
@@ -132,9 +123,9 @@ def spec_from_args(args):
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if args.hparam:
-        settings["hparams"] = {**settings.get("hparams", {}), **_pairs(args.hparam, "--hparam")}
+        settings["hparams"] = {**settings.get("hparams", {}), **key_values(args.hparam, "--hparam")}
     if args.grid:
-        grid = {k: [x.strip() for x in v.split(",") if x.strip()] for k, v in _pairs(args.grid, "--grid").items()}
+        grid = {k: [x.strip() for x in v.split(",") if x.strip()] for k, v in key_values(args.grid, "--grid").items()}
         settings["grid"] = {**settings.get("grid", {}), **grid}
     from ..core.errors import BenchError
 
