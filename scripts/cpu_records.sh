@@ -16,8 +16,8 @@ for step in "${steps[@]}"; do
   case "$step" in
     cal9)  # issue 9: the cross-domain tab compares more than two methods (300 s of training each)
       run --method simpleshot --protocol $CAL --max-train-time 300 --hparam batch_size=64
-      run --method matching --protocol $CAL --max-train-time 300 --hparam eval_batch=10
-      run --method relation --protocol $CAL --max-train-time 300 --hparam eval_batch=10 ;;
+      run --method matching --protocol $CAL --max-train-time 300
+      run --method relation --protocol $CAL --max-train-time 300 ;;
     aug)  # meta-augment against its fixed policy and no augmentation, equal steps (a study: ablation arms)
       R=studies/meta-augment/results
       for m in meta-augment meta-augment-fixed protonet; do

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,3 +136,25 @@ def test_a_time_budget_spreads_the_validation_checks_over_time(synthetic, tmp_pa
     run = record["runs"][0]
     assert run["train_steps"] < 100_000 // 3  # stopped by time before the first step-based check
     assert len(run["selection"]["checked_steps"]) >= 3  # by time, plus the one at the end
+
+
+def test_cpu_scoring_passes_are_capped_by_image_size_and_never_change_a_score(synthetic, monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    omniglot, caltech = PROTOCOLS.get("omniglot-5w1s"), PROTOCOLS.get("caltech101-5w1s")
+    assert episodic_training.episodes_per_pass(50, omniglot, cpu) == 50  # 28 px grey: the method's own batch
+    assert 1 <= episodic_training.episodes_per_pass(50, caltech, cpu) < 10  # 84 px colour: capped
+    assert episodic_training.episodes_per_pass(50, caltech, gpu) == 50
+    prep = episodic_training.prepare_run(omniglot, cpu, 30)
+    torch.manual_seed(0)
+    model = settings.setting_of(omniglot).build_model(LinearProto, prep, LinearProto.resolve_hparams({}))
+    passes: list[int] = []
+    predict = model.predict_episodes
+    monkeypatch.setattr(model, "predict_episodes", lambda ep: passes.append(ep.batch_size) or predict(ep))
+    whole, _ = settings.evaluate_model(model, prep.test, prep.episodes, omniglot, cpu, progress=False)
+    monkeypatch.setattr(episodic_training, "CPU_PASS_VALUES", 1)  # one episode a pass
+    apart, _ = settings.evaluate_model(model, prep.test, prep.episodes, omniglot, cpu, progress=False)
+    assert passes == [30] + [1] * 30
+    assert len(whole) == len(apart) == 30 and 0 < whole.mean() < 1
+    # the same episodes in the same order; a batched distance can round a tie between two prototypes the
+    # other way (the synthetic 2x2 images make ties), which moves one query of 75, never more
+    assert np.abs(whole - apart).max() <= 1 / 75 + 1e-6 and (whole == apart).mean() > 0.8
