@@ -89,3 +89,16 @@ def test_the_page_shows_each_study_with_its_verdicts(tmp_path, monkeypatch):
     table = tab.dataframe[0].value.set_index("Arm")
     assert table.loc["learned", "Verdict"] == "better" and table.loc["fixed", "Verdict"] == "baseline"
     assert any("not valid JSON" in w.value for w in tab.warning)  # a broken study is named, the rest still shows
+
+
+def test_every_shipped_study_reads_and_pairs_each_arm_with_its_baseline():
+    root = Path(__file__).resolve().parents[1] / "studies"
+    found, warnings = find_studies(root)
+    assert not warnings, warnings
+    described = [s for s in found if s.arms]
+    assert described, "studies/ holds no study.json"
+    for study in described:
+        table = study_table(study)
+        assert not study.problems, (study.slug, study.problems)
+        assert len(table) == len(study.arms) and (table["Verdict"] == "baseline").sum() == 1, study.slug
+        assert table["Verdict"].isin(["baseline", "better", "worse", "no significant difference"]).all(), table
