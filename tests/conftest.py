@@ -1,7 +1,8 @@
 """Shared fixtures: the real datasets (prepared once per session into a tmp dir), a synthetic
 `EpisodeView` built straight from tensors, and a tiny Omniglot-layout archive builder.
 
-Nothing here is autouse and nothing is registered globally: every helper is a fixture.
+Nothing here is autouse and nothing is registered globally: every helper is a fixture. The one hook
+beyond options orders the collection (the long real-data tests first) and changes no test.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def pytest_addoption(parser):
         help="fail, rather than skip, the tests that need the real datasets when they are missing "
         "(the default under CI=true)",
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    # pytest-xdist hands tests out in collection order: starting the long real-data tests first leaves the
+    # many short ones to even out the two workers' ends (longest-first scheduling); the sort is stable, so
+    # each group keeps its file order.
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
 
 
 def _shared_data_candidates() -> list[Path]:

@@ -186,6 +186,7 @@ def test_several_seeds(data_dir, tiny_backbone, tmp_path):
         seeds=(0, 1),
         episodes=4,
         train_steps=2,
+        val_episodes=4,
         device="cpu",
         data_dir=str(data_dir),
         results_dir=str(tmp_path / "r"),
@@ -466,6 +467,17 @@ def test_cli_unknown_hparam(fake_prepared, tmp_path, capsys):
     assert rc == 2 and "learning_rate" in err and "lr_step" in err
 
 
+def test_one_hparam_flag_takes_several_and_submit_keeps_its_file():
+    from benchmark.cli.main import build_parser
+
+    parser = build_parser()
+    ev = parser.parse_args(["evaluate", "--hparam", "lr=0.1", "ways=5", "--hparam", "shots=2", "--quiet"])
+    assert ev.hparam == ["lr=0.1", "ways=5", "shots=2"]
+    # a list after submit's --hparam would swallow the submission file: there it is one value per flag
+    sm = parser.parse_args(["submit", "--hparam", "lr=0.1", "mine.py"])
+    assert sm.hparam == ["lr=0.1"] and sm.spec == "mine.py"
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -611,6 +623,7 @@ def test_cli_evaluate_end_to_end(data_dir, tiny_backbone, tmp_path, capsys):
             "meta_batch=2",
             "--hparam",
             "first_order=true",
+            *("--val-episodes", "5"),  # the selection runs, at 5 episodes rather than 100 (84 px MAML is slow)
         ]
     )
     captured = capsys.readouterr()

@@ -205,6 +205,7 @@ def submitted(data_dir, tmp_path_factory):
             "20",
             "--hparam",
             "batch_size=16",
+            *("--val-episodes", "5", "--val-checks", "1"),  # submit takes evaluate's selection options
             "--results",
             str(res),
             "--data-dir",
@@ -230,6 +231,8 @@ def test_submit_writes_a_submission_record(submitted):
     assert record["method"]["source"]["sha256"] == sha256_file(EXAMPLE)
     assert record["method"]["source"]["class"] == "SimpleShot"
     assert record["runs"][0]["n"] == EPISODES and record["runs"][0]["train_steps"] == 20
+    selection = record["runs"][0]["selection"]
+    assert selection["rule"] == "best-val" and selection["episodes"] == 5 and selection["checked_steps"] == [20]
     ck = record["runs"][0]["checkpoint"]
     assert not Path(ck["path"]).is_absolute() and (res / ck["path"]).is_file()
     assert "my-simpleshot" not in ALGORITHMS
@@ -323,6 +326,8 @@ def test_verify_a_builtin_method_record(data_dir, tmp_path):
         results_dir=str(tmp_path / "r"),
         progress=False,
         hparams={"eval_batch": 4},
+        val_episodes=5,  # the selection path, at a fraction of the default 5 x 100 validation episodes
+        val_checks=1,
         log=lambda _m: None,
     )
     full = verifying.verify(path, device="cpu", data_dir=str(data_dir))  # the default: every episode

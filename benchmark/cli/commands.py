@@ -45,6 +45,9 @@ def _run_options(args) -> dict:
         "data_dir": args.data_dir,
         "results_dir": args.results,
         "progress": not args.quiet,
+        "select": args.select,
+        "val_episodes": args.val_episodes,
+        "val_checks": args.val_checks,
     }
 
 
@@ -65,9 +68,6 @@ def cmd_evaluate(args, ap) -> int:
         tuple(protocols),
         **_run_options(args),
         write=not args.no_write,
-        select=args.select,
-        val_episodes=args.val_episodes,
-        val_checks=args.val_checks,
         devices=args.devices,
         logger=args.logger,
         log_dir=args.log_dir,

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from ..core import paths
+from .options import add_hparam_option
 from .pretrain import add_pretrain_parser
 from .search import add_search_parser
 from .sweep import add_sweep_parser
@@ -24,6 +25,23 @@ def _add_data_dir(p):
         "--data-dir",
         default=None,
         help=f"prepared datasets live here (default: ${paths.DATA_DIR_ENV} or ~/.cache/metabench)",
+    )
+
+
+def _add_selection(p):
+    p.add_argument(
+        "--select",
+        choices=("auto", "final"),
+        default="auto",
+        help="which trained model is scored: auto = the best on the protocol's validation episodes "
+        "where it defines a validation split, else the final one; final = always the final one",
+    )
+    p.add_argument("--val-episodes", type=int, default=100, help="validation episodes per check (default 100)")
+    p.add_argument(
+        "--val-checks",
+        type=int,
+        default=5,
+        help="validation checks spread over the training budget, plus one at its end (default 5)",
     )
 
 
@@ -82,28 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(the record keeps the steps actually taken)",
     )
     ev.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
-    ev.add_argument(
-        "--hparam",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyper-parameter of the method (repeatable); `bench list --method M` shows them",
-    )
+    add_hparam_option(ev, "override a hyper-parameter of the method; `bench list --method M` shows them")
     ev.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
-    ev.add_argument(
-        "--select",
-        choices=("auto", "final"),
-        default="auto",
-        help="which trained model is scored: auto = the best on the protocol's validation episodes "
-        "where it defines a validation split, else the final one; final = always the final one",
-    )
-    ev.add_argument("--val-episodes", type=int, default=100, help="validation episodes per check (default 100)")
-    ev.add_argument(
-        "--val-checks",
-        type=int,
-        default=5,
-        help="validation checks spread over the training budget, plus one at its end (default 5)",
-    )
+    _add_selection(ev)
     ev.add_argument(
         "--source",
         default=None,
@@ -264,13 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop training after this many seconds even if --train-steps are not done",
     )
     sm.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
-    sm.add_argument(
-        "--hparam",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyper-parameter declared in the method's HPARAMS (repeatable)",
-    )
+    add_hparam_option(sm, "override a hyper-parameter declared in the method's HPARAMS", several=False)
+    _add_selection(sm)
     sm.add_argument("--results", default=None, help="results folder (default: $BENCH_RESULTS_DIR or ./results)")
     sm.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(sm)

@@ -9,6 +9,19 @@ from typing import Any, TypeVar
 R = TypeVar("R")
 
 
+def add_hparam_option(parser: argparse.ArgumentParser, help: str, *, several: bool = True) -> None:
+    """`--hparam KEY=VALUE`, repeatable. With `several`, one flag also takes a list (`--hparam lr=0.1 ways=5`);
+    a command with a positional argument passes several=False, or the list would swallow it."""
+    parser.add_argument(
+        "--hparam",
+        action="extend" if several else "append",
+        nargs="+" if several else None,
+        default=[],
+        metavar="KEY=VALUE",
+        help=help + (" (repeatable; one flag may take several)" if several else " (repeatable)"),
+    )
+
+
 def key_values(items: list[str] | None, option: str = "--hparam") -> dict[str, str]:
     """`["lr=0.1", "backbone=resnet12"]` as a dict; a malformed item stops the command and names itself."""
     out = {}

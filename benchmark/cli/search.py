@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .options import key_values, request_from_args
+from .options import add_hparam_option, key_values, request_from_args
 
 SEARCH_EPILOG = """examples:
   bench search --strategy darts --objective protonet --dataset omniglot --max-time 1800
@@ -39,13 +39,7 @@ def add_search_parser(sub) -> None:
     sp.add_argument("--max-time", type=float, default=None, metavar="SECONDS", help="stop the search after this")
     sp.add_argument("--seed", type=int, default=0, help="initialisation and episodes; the genotype names it")
     sp.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
-    sp.add_argument(
-        "--hparam",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a search hyper-parameter (repeatable): order=1|2, alpha_lr, w_lr, meta_batch, controller_lr, ...",
-    )
+    add_hparam_option(sp, "a search hyper-parameter: order=1|2, alpha_lr, w_lr, meta_batch, controller_lr, ...")
     sp.add_argument("--width", type=int, default=None, help="the supernet's channels while searching (default 16)")
     sp.add_argument("--cells", type=int, default=None, help="cells in the network (default 4)")
     sp.add_argument(
