@@ -29,8 +29,19 @@ def test_arms_are_paired_with_the_baseline_and_judged_by_wilcoxon(tmp_path):
     table = study_table(read_study(folder)).set_index("Arm")
     assert table.loc["fixed T=4", "Verdict"] == "baseline"
     assert table.loc["learned", "Verdict"] == "better" and table.loc["learned", "Wilcoxon p"] < 1e-6
-    assert table.loc["learned", "Δ vs baseline (points)"].startswith("+")
+    assert table.loc["learned", "Δ (points)"].startswith("+") and table.loc["learned", "Paired with"] == "fixed T=4"
     assert table.loc["T=1", "Verdict"].startswith("no significant difference")
+
+
+def test_an_arm_can_be_paired_with_another_arm_than_the_baseline(tmp_path):
+    folder = _study(tmp_path, {"no teacher": 0.70, "T=4": 0.80, "learned": 0.801}, base="no teacher")
+    spec = json.loads((folder / "study.json").read_text())
+    spec["arms"][2]["against"] = "T=4"  # learned against fixed at the same teacher, not against no teacher
+    (folder / "study.json").write_text(json.dumps(spec))
+    table = study_table(read_study(folder)).set_index("Arm")
+    assert table.loc["T=4", "Paired with"] == "no teacher" and table.loc["T=4", "Verdict"] == "better"
+    assert table.loc["learned", "Paired with"] == "T=4"
+    assert table.loc["learned", "Verdict"].startswith("no significant difference")
 
 
 def test_an_arm_on_other_episodes_is_not_paired_and_says_why(tmp_path):
@@ -55,6 +66,13 @@ def test_an_arm_on_other_episodes_is_not_paired_and_says_why(tmp_path):
         ({"baseline": "nobody"}, "is not one of the arms"),
         ({"arms": [{"label": "x", "record": "../elsewhere.json"}, {"label": "y", "record": "r.json"}]}, "inside"),
         ({"title": ""}, "'title' must be a non-empty string"),
+        (
+            {
+                "baseline": "x",
+                "arms": [{"label": "x", "record": "r.json"}, {"label": "y", "record": "r.json", "against": "y"}],
+            },
+            "'against' must be another arm's label",
+        ),
     ],
 )
 def test_a_bad_study_file_names_the_problem(tmp_path, change, needle):

@@ -7,11 +7,15 @@ GPU record. A study is a folder of its own:
 
     studies/<slug>/study.json     {"title", "question", "baseline", "arms": [{"label", "record"}, ...],
                                    "anchor" (optional: what the papers report), "note" (optional)}
+                                  an arm may name "against": another arm's label to pair with instead of
+                                  the baseline (a learned temperature against the fixed one at the same
+                                  teacher, where the baseline is no teacher at all)
     studies/<slug>/results/...    an ordinary results folder (records and checkpoints; `bench verify` and
                                    `bench compare` work on it as on any other)
 
-Every arm is paired with the baseline arm unit by unit (episodes, images, ...) through the setting's own
-pairing, with the difference's 95% CI and the Wilcoxon signed-rank p-value that ranks the leaderboard.
+Every arm is paired with the baseline arm (or its "against" arm) unit by unit (episodes, images, ...)
+through the setting's own pairing, with the difference's 95% CI and the Wilcoxon signed-rank p-value that
+ranks the leaderboard.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class StudyError(ValueError):
 class Arm:
     label: str
     record: str  # relative to the study folder
+    against: str = ""  # the arm it is paired with; empty: the study's baseline
 
 
 @dataclass
@@ -91,13 +96,19 @@ def read_study(folder: str | Path) -> Study:
         rel = Path(record)
         if rel.is_absolute() or ".." in rel.parts:
             raise StudyError(f"{where}: arm {label!r}: record {record!r} must be a path inside the study folder")
-        arms.append(Arm(label, record))
+        arms.append(Arm(label, record, _text(arm, "against", where, required=False)))
     labels = [a.label for a in arms]
     if len(set(labels)) != len(labels):
         raise StudyError(f"{where}: arm labels must be distinct (got {labels})")
     baseline = _text(spec, "baseline", where)
     if baseline not in labels:
         raise StudyError(f"{where}: baseline {baseline!r} is not one of the arms {labels}")
+    for arm in arms:
+        if arm.against and (arm.against not in labels or arm.against == arm.label):
+            raise StudyError(
+                f"{where}: arm {arm.label!r}: 'against' must be another arm's label, one of {labels} "
+                f"(got {arm.against!r}); leave it out to pair with the baseline"
+            )
     return Study(
         folder.name,
         folder,
@@ -142,9 +153,10 @@ def _arm_row(label: str, record: dict, vec: np.ndarray) -> dict:
 
 
 def study_table(study: Study) -> pd.DataFrame:
-    """One row per arm: its accuracy, then its paired difference from the baseline arm (mean and 95% CI over
-    the units both scored), the Wilcoxon p-value and the verdict at the leaderboard's alpha. Arms that cannot
-    be read or paired keep their row without the comparison and add a line to study.problems."""
+    """One row per arm: its accuracy, then its paired difference from the arm it is paired with (its
+    `against`, else the baseline; mean and 95% CI over the units both scored), the Wilcoxon p-value and the
+    verdict at the leaderboard's alpha. Arms that cannot be read or paired keep their row without the
+    comparison and add a line to study.problems."""
     results = study.path / "results"
     loaded: dict[str, tuple[dict, np.ndarray]] = {}
     study.problems.clear()
@@ -154,23 +166,25 @@ def study_table(study: Study) -> pd.DataFrame:
         except (OSError, InvalidRecord) as e:
             study.problems.append(f"arm {arm.label!r}: {arm.record}: {e}")
     rows = []
-    base = loaded.get(study.baseline)
     for arm in study.arms:
         if arm.label not in loaded:
             continue
         record, vec = loaded[arm.label]
         row = _arm_row(arm.label, record, vec)
-        row.update({"Δ vs baseline (points)": "", "Wilcoxon p": None, "Verdict": ""})
+        ref_label = arm.against or study.baseline
+        row.update({"Paired with": "", "Δ (points)": "", "Wilcoxon p": None, "Verdict": ""})
+        ref = loaded.get(ref_label)
         if arm.label == study.baseline:
             row["Verdict"] = "baseline"
-        elif base is not None:
+        elif ref is not None:
+            row["Paired with"] = ref_label
             try:
-                test = compare(record, base[0], (vec, base[1]))
+                test = compare(record, ref[0], (vec, ref[1]))
             except NotPairable as e:
-                study.problems.append(f"arm {arm.label!r} cannot be paired with the baseline: {e}")
+                study.problems.append(f"arm {arm.label!r} cannot be paired with {ref_label!r}: {e}")
             else:
-                diff = mean_ci(vec - base[1])
-                row["Δ vs baseline (points)"] = format_ci(diff.mean, diff.ci95, unicode=True, signed=True)
+                diff = mean_ci(vec - ref[1])
+                row["Δ (points)"] = format_ci(diff.mean, diff.ci95, unicode=True, signed=True)
                 row["Wilcoxon p"] = test.wilcoxon_pvalue
                 if significantly_different(test):
                     row["Verdict"] = "better" if test.mean_diff > 0 else "worse"
@@ -181,10 +195,13 @@ def study_table(study: Study) -> pd.DataFrame:
 
 
 STUDIES_TEXT = (
-    "Each study pairs its arms with its baseline arm on the units both scored (test episodes or images), as the "
-    "leaderboard pairs methods: the difference's mean and 95% CI over those units, and the two-sided Wilcoxon "
-    "signed-rank p-value. Arms are ablations (a learned against a fixed setting, the same small budget), so they "
-    "live in the study's own results folder rather than on the leaderboard, where each would supersede the last."
+    "Each study pairs its arms with its baseline arm (or the arm a row names under Paired with) on the units both "
+    "scored (test episodes or images), as the leaderboard pairs methods: the difference's mean and 95% CI over "
+    "those units, and the two-sided Wilcoxon signed-rank p-value. With one training seed an arm, that interval "
+    "covers the test units, not the training run's own variance: a small difference between single-seed arms "
+    "may not survive another seed. Arms are ablations (a learned against a fixed setting, the same small "
+    "budget), so they live in the study's own results folder rather than on the leaderboard, where each would "
+    "supersede the last."
 )
 
 
