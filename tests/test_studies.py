@@ -44,6 +44,17 @@ def test_an_arm_can_be_paired_with_another_arm_than_the_baseline(tmp_path):
     assert table.loc["learned", "Verdict"].startswith("no significant difference")
 
 
+def test_a_reference_arm_is_paired_against_but_not_compared(tmp_path):
+    folder = _study(tmp_path, {"protonet": 0.70, "maml": 0.60, "maml-ssl": 0.66}, base="protonet")
+    spec = json.loads((folder / "study.json").read_text())
+    spec["arms"][1]["reference"] = True  # maml is there for maml-ssl, not to be ranked against protonet
+    spec["arms"][2]["against"] = "maml"
+    (folder / "study.json").write_text(json.dumps(spec))
+    table = study_table(read_study(folder)).set_index("Arm")
+    assert table.loc["maml", "Verdict"] == "reference" and table.loc["maml", "Paired with"] == ""
+    assert table.loc["maml-ssl", "Verdict"] == "better" and table.loc["maml-ssl", "Paired with"] == "maml"
+
+
 def test_an_arm_on_other_episodes_is_not_paired_and_says_why(tmp_path):
     folder = _study(tmp_path, {"a": 0.8, "b": 0.9}, base="a")
     other = write(
@@ -72,6 +83,13 @@ def test_an_arm_on_other_episodes_is_not_paired_and_says_why(tmp_path):
                 "arms": [{"label": "x", "record": "r.json"}, {"label": "y", "record": "r.json", "against": "y"}],
             },
             "'against' must be another arm's label",
+        ),
+        (
+            {
+                "baseline": "x",
+                "arms": [{"label": "x", "record": "r.json"}, {"label": "y", "record": "r.json", "reference": 1}],
+            },
+            "'reference' must be true or false",
         ),
     ],
 )
@@ -119,4 +137,5 @@ def test_every_shipped_study_reads_and_pairs_each_arm_with_its_baseline():
         table = study_table(study)
         assert not study.problems, (study.slug, study.problems)
         assert len(table) == len(study.arms) and (table["Verdict"] == "baseline").sum() == 1, study.slug
-        assert table["Verdict"].isin(["baseline", "better", "worse", "no significant difference"]).all(), table
+        verdicts = ["baseline", "reference", "better", "worse", "no significant difference"]
+        assert table["Verdict"].str.replace(r" \(alpha .*\)$", "", regex=True).isin(verdicts).all(), table

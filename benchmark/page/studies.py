@@ -9,7 +9,9 @@ GPU record. A study is a folder of its own:
                                    "anchor" (optional: what the papers report), "note" (optional)}
                                   an arm may name "against": another arm's label to pair with instead of
                                   the baseline (a learned temperature against the fixed one at the same
-                                  teacher, where the baseline is no teacher at all)
+                                  teacher, where the baseline is no teacher at all); "reference": true marks
+                                  an arm that is only paired against (a second method's or protocol's own
+                                  random-init run), shown without a verdict of its own
     studies/<slug>/results/...    an ordinary results folder (records and checkpoints; `bench verify` and
                                    `bench compare` work on it as on any other)
 
@@ -48,6 +50,7 @@ class Arm:
     label: str
     record: str  # relative to the study folder
     against: str = ""  # the arm it is paired with; empty: the study's baseline
+    reference: bool = False  # paired against by other arms, not itself compared
 
 
 @dataclass
@@ -96,7 +99,10 @@ def read_study(folder: str | Path) -> Study:
         rel = Path(record)
         if rel.is_absolute() or ".." in rel.parts:
             raise StudyError(f"{where}: arm {label!r}: record {record!r} must be a path inside the study folder")
-        arms.append(Arm(label, record, _text(arm, "against", where, required=False)))
+        reference = arm.get("reference", False)
+        if not isinstance(reference, bool):
+            raise StudyError(f"{where}: arm {label!r}: 'reference' must be true or false")
+        arms.append(Arm(label, record, _text(arm, "against", where, required=False), reference))
     labels = [a.label for a in arms]
     if len(set(labels)) != len(labels):
         raise StudyError(f"{where}: arm labels must be distinct (got {labels})")
@@ -104,6 +110,11 @@ def read_study(folder: str | Path) -> Study:
     if baseline not in labels:
         raise StudyError(f"{where}: baseline {baseline!r} is not one of the arms {labels}")
     for arm in arms:
+        if arm.reference and (arm.against or arm.label == baseline):
+            raise StudyError(
+                f"{where}: arm {arm.label!r}: a reference arm is not compared, so it takes no 'against' and is "
+                f"not the baseline"
+            )
         if arm.against and (arm.against not in labels or arm.against == arm.label):
             raise StudyError(
                 f"{where}: arm {arm.label!r}: 'against' must be another arm's label, one of {labels} "
@@ -176,6 +187,8 @@ def study_table(study: Study) -> pd.DataFrame:
         ref = loaded.get(ref_label)
         if arm.label == study.baseline:
             row["Verdict"] = "baseline"
+        elif arm.reference:
+            row["Verdict"] = "reference"
         elif ref is not None:
             row["Paired with"] = ref_label
             try:
